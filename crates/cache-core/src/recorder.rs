@@ -1,0 +1,139 @@
+//! What `run_with_cache` keeps: the options of a run and the recorder the forward pass reports each hook to.
+
+use std::sync::Arc;
+
+use burn_tensor::{backend::Backend, Tensor};
+use indexmap::IndexMap;
+
+use crate::dyn_tensor::DynTensor;
+use crate::error::{CacheError, Result};
+use crate::hook_names::position_axis;
+use crate::slice::Slice;
+
+/// Which hooks a run keeps.
+#[derive(Clone, Default)]
+pub enum NamesFilter {
+    /// Every hook.
+    #[default]
+    All,
+    /// Exactly these hook names (each must be a hook the model fires).
+    Names(Vec<String>),
+    /// The hooks whose name satisfies the predicate.
+    Predicate(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl NamesFilter {
+    /// Whether a hook is kept.
+    pub fn keeps(&self, name: &str) -> bool {
+        match self {
+            NamesFilter::All => true,
+            NamesFilter::Names(names) => names.iter().any(|n| n == name),
+            NamesFilter::Predicate(p) => p(name),
+        }
+    }
+
+    /// A short description, for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            NamesFilter::All => "all hooks".into(),
+            NamesFilter::Names(names) => format!("{names:?}"),
+            NamesFilter::Predicate(_) => "a predicate".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for NamesFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl From<Vec<String>> for NamesFilter {
+    fn from(names: Vec<String>) -> Self {
+        NamesFilter::Names(names)
+    }
+}
+
+impl From<&[&str]> for NamesFilter {
+    fn from(names: &[&str]) -> Self {
+        NamesFilter::Names(names.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+/// The options of `run_with_cache`, with TransformerLens's names and defaults.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Which hooks to keep.
+    pub names_filter: NamesFilter,
+    /// Stop before this block (negative counts from `n_layers`); the output is then the residual stream.
+    pub stop_at_layer: Option<i64>,
+    /// Drop the batch axis of every activation (the batch must have one row).
+    pub remove_batch_dim: bool,
+    /// Keep only these positions (an index keeps a size-1 axis, as `Slice.unwrap` does).
+    pub pos_slice: Slice,
+}
+
+/// Receives every hook of a forward pass and keeps what the [`RunOptions`] ask for, already sliced.
+///
+/// Hooks that are filtered out cost nothing: the forward pass asks [`HookRecorder::wants`] first.
+pub struct HookRecorder<B: Backend> {
+    options: RunOptions,
+    entries: IndexMap<String, DynTensor<B>>,
+}
+
+impl<B: Backend> HookRecorder<B> {
+    /// A recorder for one run.
+    pub fn new(options: RunOptions) -> Self {
+        Self {
+            options,
+            entries: IndexMap::new(),
+        }
+    }
+
+    /// A recorder that keeps nothing (a plain forward pass).
+    pub fn disabled() -> Self {
+        Self::new(RunOptions {
+            names_filter: NamesFilter::Names(Vec::new()),
+            ..RunOptions::default()
+        })
+    }
+
+    /// Whether the run keeps this hook.
+    pub fn wants(&self, name: &str) -> bool {
+        self.options.names_filter.keeps(name)
+    }
+
+    /// Reports a hook's activation; kept (sliced, batch axis removed if asked) when the filter keeps it.
+    pub fn record<const D: usize>(&mut self, name: &str, activation: &Tensor<B, D>) -> Result<()> {
+        if !self.wants(name) {
+            return Ok(());
+        }
+        let mut t = DynTensor::new(activation.clone());
+        t = self
+            .options
+            .pos_slice
+            .keeping_axis()
+            .apply(t, position_axis(name), "pos_slice")?;
+        if self.options.remove_batch_dim {
+            let batch = t.dim(0)?;
+            if batch != 1 {
+                return Err(CacheError::InvalidArgument(format!(
+                    "remove_batch_dim needs a batch of one sequence, got {batch}"
+                )));
+            }
+            t = t.index(0, 0)?;
+        }
+        self.entries.insert(name.to_string(), t);
+        Ok(())
+    }
+
+    /// The options this recorder runs with.
+    pub fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    /// The kept activations, in firing order.
+    pub fn into_entries(self) -> (RunOptions, IndexMap<String, DynTensor<B>>) {
+        (self.options, self.entries)
+    }
+}

@@ -1,0 +1,142 @@
+//! The model's parameters, laid out as TransformerLens's state dict (`blocks.0.attn.W_Q` is `[n_heads, d_model, d_head]`).
+//!
+//! They live here, not in the model crate, because the cache's methods read them (`W_O` for head results, `W_out` for
+//! neuron results, `W_U` for logit attribution, `ln_final` for the logit lens). Cloning is cheap: burn tensors share
+//! their storage.
+
+use burn_tensor::{backend::Backend, Tensor};
+
+use crate::config::NormalizationType;
+use crate::dyn_tensor::DynTensor;
+use crate::error::Result;
+
+/// A norm's learned parameters: LN has both, RMS only `w`, the `Pre` forms neither.
+#[derive(Clone, Debug)]
+pub struct NormWeights<B: Backend> {
+    /// The norm's kind.
+    pub kind: NormalizationType,
+    /// Weight `[d]` (`LN`, `RMS`).
+    pub w: Option<Tensor<B, 1>>,
+    /// Bias `[d]` (`LN`).
+    pub b: Option<Tensor<B, 1>>,
+}
+
+/// What a norm computes, with the two values TransformerLens hooks.
+pub struct NormOutput<B: Backend, const D: usize> {
+    /// `sqrt(mean(x²) + eps)` over the last axis (of the centred `x` for LN), shape `[..., 1]` (`hook_scale`).
+    pub scale: Tensor<B, D>,
+    /// `x / scale` before the affine parameters (`hook_normalized`).
+    pub normalized: Tensor<B, D>,
+    /// The norm's output (`normalized · w + b`).
+    pub output: Tensor<B, D>,
+}
+
+impl<B: Backend> NormWeights<B> {
+    /// A norm without parameters of the given kind (its `Pre` form).
+    pub fn pre(kind: NormalizationType) -> Self {
+        Self {
+            kind: kind.folded(),
+            w: None,
+            b: None,
+        }
+    }
+
+    /// Applies the norm over the last axis, in the order and precision TransformerLens uses.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>, eps: f64) -> NormOutput<B, D> {
+        let x = if self.kind.centers() {
+            x.clone() - x.mean_dim(D - 1)
+        } else {
+            x
+        };
+        let scale = (x.clone().powi_scalar(2).mean_dim(D - 1) + eps).sqrt();
+        let normalized = x / scale.clone();
+        let mut output = normalized.clone();
+        if let Some(w) = &self.w {
+            output = output * w.clone().unsqueeze::<D>();
+        }
+        if let Some(b) = &self.b {
+            output = output + b.clone().unsqueeze::<D>();
+        }
+        NormOutput {
+            scale,
+            normalized,
+            output,
+        }
+    }
+
+    /// Applies the norm to every vector of a [`DynTensor`] (last axis), with fresh statistics.
+    pub fn forward_dyn(&self, x: DynTensor<B>, eps: f64) -> Result<DynTensor<B>> {
+        let rank = x.rank();
+        let t = x.physical_tensor().clone();
+        Ok(DynTensor::from_physical(self.forward(t, eps).output, rank))
+    }
+}
+
+/// One attention layer: `W_Q/W_K/W_V [H, D, dh]`, `W_O [H, dh, D]`, `b_Q/b_K/b_V [H, dh]`, `b_O [D]`.
+#[derive(Clone, Debug)]
+#[allow(non_snake_case)]
+pub struct AttentionWeights<B: Backend> {
+    /// Query weights `[H, D, dh]`.
+    pub W_Q: Tensor<B, 3>,
+    /// Key weights `[H, D, dh]`.
+    pub W_K: Tensor<B, 3>,
+    /// Value weights `[H, D, dh]`.
+    pub W_V: Tensor<B, 3>,
+    /// Output weights `[H, dh, D]`.
+    pub W_O: Tensor<B, 3>,
+    /// Query bias `[H, dh]`.
+    pub b_Q: Tensor<B, 2>,
+    /// Key bias `[H, dh]`.
+    pub b_K: Tensor<B, 2>,
+    /// Value bias `[H, dh]`.
+    pub b_V: Tensor<B, 2>,
+    /// Output bias `[D]`.
+    pub b_O: Tensor<B, 1>,
+}
+
+/// One MLP: `W_in [D, M]`, `b_in [M]`, `W_out [M, D]`, `b_out [D]`, and for SoLU its inner norm `mlp.ln`.
+#[derive(Clone, Debug)]
+#[allow(non_snake_case)]
+pub struct MlpWeights<B: Backend> {
+    /// Input weights `[D, M]`.
+    pub W_in: Tensor<B, 2>,
+    /// Input bias `[M]`.
+    pub b_in: Tensor<B, 1>,
+    /// Output weights `[M, D]`.
+    pub W_out: Tensor<B, 2>,
+    /// Output bias `[D]`.
+    pub b_out: Tensor<B, 1>,
+    /// SoLU's LayerNorm over the MLP width (`mlp.ln`), for `act_fn = solu_ln`.
+    pub ln: Option<NormWeights<B>>,
+}
+
+/// One transformer block.
+#[derive(Clone, Debug)]
+pub struct BlockWeights<B: Backend> {
+    /// Norm before attention (`ln1`); absent without normalisation.
+    pub ln1: Option<NormWeights<B>>,
+    /// Attention.
+    pub attn: AttentionWeights<B>,
+    /// Norm before the MLP (`ln2`); absent without normalisation or MLP.
+    pub ln2: Option<NormWeights<B>>,
+    /// The MLP; absent in attention-only models.
+    pub mlp: Option<MlpWeights<B>>,
+}
+
+/// All parameters of a hooked transformer.
+#[derive(Clone, Debug)]
+#[allow(non_snake_case)]
+pub struct TransformerWeights<B: Backend> {
+    /// Token embedding `[V, D]`.
+    pub W_E: Tensor<B, 2>,
+    /// Positional embedding `[n_ctx, D]`.
+    pub W_pos: Tensor<B, 2>,
+    /// The blocks, in order.
+    pub blocks: Vec<BlockWeights<B>>,
+    /// The final norm; absent without normalisation.
+    pub ln_final: Option<NormWeights<B>>,
+    /// Unembedding `[D, V_out]`.
+    pub W_U: Tensor<B, 2>,
+    /// Unembedding bias `[V_out]`.
+    pub b_U: Tensor<B, 1>,
+}

@@ -1,0 +1,83 @@
+//! Loading a model from disk: a Hugging Face GPT-2 folder, or a TransformerLens config and state dict.
+
+use std::path::Path;
+
+use burn_tensor::backend::Backend;
+use tlens_cache_core::HookedTransformerConfig;
+
+use crate::error::{ModelError, Result};
+use crate::gpt2;
+use crate::hooked::HookedTransformer;
+use crate::processing::{process, Processing};
+use crate::safetensors_file::TensorFile;
+use crate::state_dict::weights_from_state_dict;
+use crate::tokenizer::Tokenizer;
+
+/// A model and, when its folder has one, its tokenizer.
+#[derive(Clone, Debug)]
+pub struct LoadedModel<B: Backend> {
+    /// The model.
+    pub model: HookedTransformer<B>,
+    /// Its tokenizer, if the folder had one.
+    pub tokenizer: Option<Tokenizer>,
+}
+
+/// Loads a Hugging Face GPT-2 folder (`config.json`, `model.safetensors` in f32, f16 or bf16, optionally a tokenizer)
+/// through TransformerLens's GPT-2 conversion, then applies `processing`.
+pub fn load_hf_gpt2<B: Backend>(
+    dir: &Path,
+    processing: Processing,
+    device: &burn_tensor::Device<B>,
+) -> Result<LoadedModel<B>> {
+    if !dir.is_dir() {
+        return Err(ModelError::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+        ));
+    }
+    let cfg = gpt2::config_from_hf(&dir.join("config.json"))?;
+    let hf = TensorFile::read(&dir.join("model.safetensors"))?;
+    let tl = gpt2::convert_weights(&cfg, hf)?;
+    let model = build(cfg, tl, processing, device)?;
+    let tokenizer = Tokenizer::from_folder(dir)?;
+    if let Some(t) = &tokenizer {
+        if t.vocab_size() > model.cfg().vocab() {
+            return Err(ModelError::Config {
+                path: dir.display().to_string(),
+                message: format!(
+                    "the tokenizer has {} tokens but the model's vocabulary only {}",
+                    t.vocab_size(),
+                    model.cfg().vocab()
+                ),
+            });
+        }
+    }
+    Ok(LoadedModel { model, tokenizer })
+}
+
+/// Loads a TransformerLens config (JSON, TransformerLens field names) and state dict (safetensors, TransformerLens
+/// parameter names), then applies `processing`.
+pub fn load_transformerlens<B: Backend>(
+    config: &Path,
+    weights: &Path,
+    processing: Processing,
+    device: &burn_tensor::Device<B>,
+) -> Result<HookedTransformer<B>> {
+    let text = std::fs::read_to_string(config).map_err(|e| ModelError::io(config, e))?;
+    let cfg = HookedTransformerConfig::from_json(&text).map_err(|e| ModelError::Config {
+        path: config.display().to_string(),
+        message: e.to_string(),
+    })?;
+    build(cfg, TensorFile::read(weights)?, processing, device)
+}
+
+fn build<B: Backend>(
+    cfg: HookedTransformerConfig,
+    state: TensorFile,
+    processing: Processing,
+    device: &burn_tensor::Device<B>,
+) -> Result<HookedTransformer<B>> {
+    let mut weights = weights_from_state_dict(&cfg, state, device)?;
+    let cfg = process(cfg, &mut weights, processing);
+    HookedTransformer::new(cfg, weights)
+}

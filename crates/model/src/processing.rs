@@ -1,0 +1,149 @@
+//! Weight processing as TransformerLens's `from_pretrained` does it (spec §7): `fold_ln`, `center_writing_weights`,
+//! `center_unembed`, `fold_value_biases`, in that order, each switchable.
+
+use burn_tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+use tlens_cache_core::{HookedTransformerConfig, NormWeights, TransformerWeights};
+
+/// Which processing steps to apply; [`Default`] is all of them, as `from_pretrained`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Processing {
+    /// Fold each norm's weight (and LN's bias) into the weights that read from it; norms become `LNPre`/`RMSPre`.
+    pub fold_ln: bool,
+    /// Remove the mean over `d_model` from everything that writes to the residual stream (LN models only).
+    pub center_writing_weights: bool,
+    /// Remove the mean over the vocabulary from the unembedding (logits shift by a constant per position).
+    pub center_unembed: bool,
+    /// Move the value biases into the output bias.
+    pub fold_value_biases: bool,
+}
+
+impl Default for Processing {
+    fn default() -> Self {
+        Self {
+            fold_ln: true,
+            center_writing_weights: true,
+            center_unembed: true,
+            fold_value_biases: true,
+        }
+    }
+}
+
+impl Processing {
+    /// No processing: the weights as stored (`from_pretrained_no_processing`).
+    pub fn none() -> Self {
+        Self {
+            fold_ln: false,
+            center_writing_weights: false,
+            center_unembed: false,
+            fold_value_biases: false,
+        }
+    }
+}
+
+/// Applies the processing in TransformerLens's order and returns the config the processed weights belong to.
+pub fn process<B: Backend>(
+    mut cfg: HookedTransformerConfig,
+    w: &mut TransformerWeights<B>,
+    p: Processing,
+) -> HookedTransformerConfig {
+    let norm = cfg.normalization_type;
+    // TransformerLens decides both centring steps on the norm type before folding changes it.
+    let centers = norm.is_some_and(|n| n.centers());
+    if p.fold_ln {
+        if let Some(kind) = norm {
+            fold_ln(w, kind.centers());
+            cfg.normalization_type = Some(kind.folded());
+        }
+    }
+    if p.center_writing_weights && centers {
+        center_writing_weights(w);
+    }
+    if p.center_unembed {
+        w.W_U = w.W_U.clone() - w.W_U.clone().mean_dim(1);
+        w.b_U = w.b_U.clone() - w.b_U.clone().mean_dim(0);
+    }
+    if p.fold_value_biases {
+        for block in &mut w.blocks {
+            let a = &mut block.attn;
+            let [h, dh, d] = a.W_O.dims();
+            let folded = (a.b_V.clone().reshape([h, dh, 1]) * a.W_O.clone())
+                .sum_dim(0)
+                .sum_dim(1)
+                .reshape([d]);
+            a.b_O = a.b_O.clone() + folded;
+            a.b_V = a.b_V.zeros_like();
+        }
+    }
+    cfg
+}
+
+/// Folds a norm into one weight that reads from it (axis `D-2` of `weight` is the norm's width) and its bias:
+/// `bias += Σ_d norm.b[d] · weight[.., d, :]`, then `weight *= norm.w` along that axis, then (LN) centre `weight` over it.
+fn fold_into<B: Backend, const D: usize, const E: usize>(
+    norm: &NormWeights<B>,
+    weight: &mut Tensor<B, D>,
+    bias: &mut Tensor<B, E>,
+    center: bool,
+) {
+    let along = |v: &Tensor<B, 1>| {
+        let mut shape = [1; D];
+        shape[D - 2] = v.dims()[0];
+        v.clone().reshape(shape)
+    };
+    if let Some(b) = &norm.b {
+        *bias = bias.clone()
+            + (weight.clone() * along(b))
+                .sum_dim(D - 2)
+                .reshape(bias.dims());
+    }
+    if let Some(w) = &norm.w {
+        *weight = weight.clone() * along(w);
+    }
+    if center {
+        *weight = weight.clone() - weight.clone().mean_dim(D - 2);
+    }
+}
+
+/// `fold_ln`: every norm's parameters move into the weights that read from it; LN also centres those weights.
+fn fold_ln<B: Backend>(w: &mut TransformerWeights<B>, center: bool) {
+    for block in &mut w.blocks {
+        if let Some(ln1) = block.ln1.take() {
+            let a = &mut block.attn;
+            fold_into(&ln1, &mut a.W_Q, &mut a.b_Q, center);
+            fold_into(&ln1, &mut a.W_K, &mut a.b_K, center);
+            fold_into(&ln1, &mut a.W_V, &mut a.b_V, center);
+            block.ln1 = Some(NormWeights::pre(ln1.kind));
+        }
+        if let (Some(ln2), Some(mlp)) = (block.ln2.take(), block.mlp.as_mut()) {
+            fold_into(&ln2, &mut mlp.W_in, &mut mlp.b_in, center);
+            block.ln2 = Some(NormWeights::pre(ln2.kind));
+        }
+        if let Some(mlp) = block.mlp.as_mut() {
+            if let Some(ln) = mlp.ln.take() {
+                fold_into(&ln, &mut mlp.W_out, &mut mlp.b_out, center);
+                mlp.ln = Some(NormWeights::pre(ln.kind));
+            }
+        }
+    }
+    if let Some(ln_final) = w.ln_final.take() {
+        fold_into(&ln_final, &mut w.W_U, &mut w.b_U, center);
+        w.ln_final = Some(NormWeights::pre(ln_final.kind));
+    }
+}
+
+/// `center_writing_weights`: everything that writes to the residual stream gets mean zero over `d_model`.
+fn center_writing_weights<B: Backend>(w: &mut TransformerWeights<B>) {
+    w.W_E = w.W_E.clone() - w.W_E.clone().mean_dim(1);
+    w.W_pos = w.W_pos.clone() - w.W_pos.clone().mean_dim(1);
+    for block in &mut w.blocks {
+        let a = &mut block.attn;
+        a.W_O = a.W_O.clone() - a.W_O.clone().mean_dim(2);
+        a.b_O = a.b_O.clone() - a.b_O.clone().mean_dim(0);
+        if let Some(mlp) = block.mlp.as_mut() {
+            mlp.W_out = mlp.W_out.clone() - mlp.W_out.clone().mean_dim(1);
+            mlp.b_out = mlp.b_out.clone() - mlp.b_out.clone().mean_dim(0);
+        }
+    }
+}

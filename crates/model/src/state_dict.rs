@@ -1,0 +1,114 @@
+//! TransformerLens state dicts: parameter names and shapes implied by a config, and reading them into
+//! [`TransformerWeights`].
+
+use burn_tensor::{backend::Backend, Tensor, TensorData};
+use tlens_cache_core::{
+    ActFn, AttentionWeights, BlockWeights, HookedTransformerConfig, MlpWeights, NormWeights,
+    NormalizationType, TransformerWeights,
+};
+
+use crate::error::Result;
+use crate::safetensors_file::TensorFile;
+
+/// Buffers TransformerLens keeps in its state dict that are not parameters (ignored on load).
+const BUFFER_SUFFIXES: [&str; 2] = [".attn.IGNORE", ".attn.mask"];
+
+/// Builds [`TransformerWeights`] from a TransformerLens state dict, checking every name and shape against `cfg`.
+pub fn weights_from_state_dict<B: Backend>(
+    cfg: &HookedTransformerConfig,
+    mut file: TensorFile,
+    device: &burn_tensor::Device<B>,
+) -> Result<TransformerWeights<B>> {
+    let (d, h, dh, m) = (cfg.d_model, cfg.heads(), cfg.d_head, cfg.mlp_width());
+    let mut take = |name: &str, shape: &[usize]| file.take(name, shape);
+    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let p = |s: &str| format!("blocks.{l}.{s}");
+        let ln1 = read_norm(&mut take, cfg.normalization_type, &p("ln1"), d, device)?;
+        let attn = AttentionWeights {
+            W_Q: tensor(take(&p("attn.W_Q"), &[h, d, dh])?, device),
+            W_K: tensor(take(&p("attn.W_K"), &[h, d, dh])?, device),
+            W_V: tensor(take(&p("attn.W_V"), &[h, d, dh])?, device),
+            W_O: tensor(take(&p("attn.W_O"), &[h, dh, d])?, device),
+            b_Q: tensor(take(&p("attn.b_Q"), &[h, dh])?, device),
+            b_K: tensor(take(&p("attn.b_K"), &[h, dh])?, device),
+            b_V: tensor(take(&p("attn.b_V"), &[h, dh])?, device),
+            b_O: tensor(take(&p("attn.b_O"), &[d])?, device),
+        };
+        let (ln2, mlp) = if cfg.has_mlp() {
+            let ln2 = read_norm(&mut take, cfg.normalization_type, &p("ln2"), d, device)?;
+            let solu_ln = if cfg.act_fn == Some(ActFn::SoluLn) {
+                // TransformerLens gives SoLU's inner norm weights only when the model's norm is LN.
+                let kind = if cfg.normalization_type == Some(NormalizationType::LN) {
+                    NormalizationType::LN
+                } else {
+                    NormalizationType::LNPre
+                };
+                read_norm(&mut take, Some(kind), &p("mlp.ln"), m, device)?
+            } else {
+                None
+            };
+            let mlp = MlpWeights {
+                W_in: tensor(take(&p("mlp.W_in"), &[d, m])?, device),
+                b_in: tensor(take(&p("mlp.b_in"), &[m])?, device),
+                W_out: tensor(take(&p("mlp.W_out"), &[m, d])?, device),
+                b_out: tensor(take(&p("mlp.b_out"), &[d])?, device),
+                ln: solu_ln,
+            };
+            (ln2, Some(mlp))
+        } else {
+            (None, None)
+        };
+        blocks.push(BlockWeights {
+            ln1,
+            attn,
+            ln2,
+            mlp,
+        });
+    }
+    let weights = TransformerWeights {
+        W_E: tensor(take("embed.W_E", &[cfg.vocab(), d])?, device),
+        W_pos: tensor(take("pos_embed.W_pos", &[cfg.n_ctx, d])?, device),
+        blocks,
+        ln_final: read_norm(&mut take, cfg.normalization_type, "ln_final", d, device)?,
+        W_U: tensor(take("unembed.W_U", &[d, cfg.vocab_out()])?, device),
+        b_U: tensor(take("unembed.b_U", &[cfg.vocab_out()])?, device),
+    };
+    file.tensors
+        .retain(|name, _| !BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s)));
+    file.finish()?;
+    Ok(weights)
+}
+
+fn read_norm<B: Backend>(
+    take: &mut impl FnMut(&str, &[usize]) -> Result<TensorData>,
+    kind: Option<NormalizationType>,
+    prefix: &str,
+    width: usize,
+    device: &burn_tensor::Device<B>,
+) -> Result<Option<NormWeights<B>>> {
+    let Some(kind) = kind else { return Ok(None) };
+    let w = kind
+        .has_weights()
+        .then(|| take(&format!("{prefix}.w"), &[width]))
+        .transpose()?;
+    let b = kind
+        .centers()
+        .then_some(())
+        .filter(|_| kind.has_weights())
+        .map(|_| take(&format!("{prefix}.b"), &[width]))
+        .transpose()?;
+    Ok(Some(NormWeights {
+        kind,
+        w: w.map(|t| tensor(t, device)),
+        b: b.map(|t| tensor(t, device)),
+    }))
+}
+
+/// A float tensor of known rank from data whose shape was already checked.
+pub(crate) fn tensor<B: Backend, const D: usize>(
+    data: TensorData,
+    device: &burn_tensor::Device<B>,
+) -> Tensor<B, D> {
+    Tensor::from_data(data, device)
+}
