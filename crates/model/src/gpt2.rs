@@ -49,11 +49,16 @@ fn default_act() -> String {
 /// Reads a Hugging Face GPT-2 `config.json` as TransformerLens's `convert_hf_model_config` would.
 pub fn config_from_hf(path: &Path) -> Result<HookedTransformerConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    config_from_hf_json(&text, &path.display().to_string())
+}
+
+/// [`config_from_hf`] on the text of a `config.json` (`source` names it in errors).
+pub fn config_from_hf_json(text: &str, source: &str) -> Result<HookedTransformerConfig> {
     let err = |message: String| ModelError::Config {
-        path: path.display().to_string(),
+        path: source.to_string(),
         message,
     };
-    let hf: HfGpt2Config = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let hf: HfGpt2Config = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
     if let Some(kind) = hf.model_type.as_deref().filter(|k| *k != "gpt2") {
         return Err(err(format!(
             "model_type {kind:?} is not gpt2; tlens converts GPT-2 folders"

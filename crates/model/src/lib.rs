@@ -15,7 +15,7 @@ pub mod tokens;
 
 pub use error::{ModelError, Result};
 pub use hooked::HookedTransformer;
-pub use loading::{load_hf_gpt2, load_transformerlens, LoadedModel};
+pub use loading::{load_hf_gpt2, load_hf_gpt2_bytes, load_transformerlens, LoadedModel};
 pub use processing::Processing;
 pub use tokenizer::Tokenizer;
 pub use tokens::TokenBatch;

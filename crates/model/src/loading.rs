@@ -1,4 +1,4 @@
-//! Loading a model from disk: a Hugging Face GPT-2 folder, or a TransformerLens config and state dict.
+//! Loading a model: a Hugging Face GPT-2 folder (from disk or from bytes), or a TransformerLens config and state dict.
 
 use std::path::Path;
 
@@ -36,23 +36,36 @@ pub fn load_hf_gpt2<B: Backend>(
         ));
     }
     let cfg = gpt2::config_from_hf(&dir.join("config.json"))?;
-    let hf = TensorFile::read(&dir.join("model.safetensors"))?;
-    let tl = gpt2::convert_weights(&cfg, hf)?;
-    let model = build(cfg, tl, processing, device)?;
-    let tokenizer = Tokenizer::from_folder(dir)?;
-    if let Some(t) = &tokenizer {
-        if t.vocab_size() > model.cfg().vocab() {
-            return Err(ModelError::Config {
-                path: dir.display().to_string(),
-                message: format!(
-                    "the tokenizer has {} tokens but the model's vocabulary only {}",
-                    t.vocab_size(),
-                    model.cfg().vocab()
-                ),
-            });
-        }
-    }
-    Ok(LoadedModel { model, tokenizer })
+    let model = build_hf(
+        cfg,
+        TensorFile::read(&dir.join("model.safetensors"))?,
+        processing,
+        device,
+    )?;
+    checked(
+        model,
+        Tokenizer::from_folder(dir)?,
+        &dir.display().to_string(),
+    )
+}
+
+/// [`load_hf_gpt2`] from the contents of a folder's files (for models embedded in a binary).
+pub fn load_hf_gpt2_bytes<B: Backend>(
+    config_json: &str,
+    safetensors: &[u8],
+    tokenizer_json: Option<&[u8]>,
+    processing: Processing,
+    device: &burn_tensor::Device<B>,
+) -> Result<LoadedModel<B>> {
+    let cfg = gpt2::config_from_hf_json(config_json, "config.json")?;
+    let model = build_hf(
+        cfg,
+        TensorFile::parse(safetensors, "model.safetensors")?,
+        processing,
+        device,
+    )?;
+    let tokenizer = tokenizer_json.map(Tokenizer::from_json_bytes).transpose()?;
+    checked(model, tokenizer, "embedded model")
 }
 
 /// Loads a TransformerLens config (JSON, TransformerLens field names) and state dict (safetensors, TransformerLens
@@ -71,6 +84,16 @@ pub fn load_transformerlens<B: Backend>(
     build(cfg, TensorFile::read(weights)?, processing, device)
 }
 
+fn build_hf<B: Backend>(
+    cfg: HookedTransformerConfig,
+    hf: TensorFile,
+    processing: Processing,
+    device: &burn_tensor::Device<B>,
+) -> Result<HookedTransformer<B>> {
+    let tl = gpt2::convert_weights(&cfg, hf)?;
+    build(cfg, tl, processing, device)
+}
+
 fn build<B: Backend>(
     cfg: HookedTransformerConfig,
     state: TensorFile,
@@ -80,4 +103,25 @@ fn build<B: Backend>(
     let mut weights = weights_from_state_dict(&cfg, state, device)?;
     let cfg = process(cfg, &mut weights, processing);
     HookedTransformer::new(cfg, weights)
+}
+
+/// Pairs a model with its tokenizer, checking that every token id the tokenizer makes is in the model's vocabulary.
+fn checked<B: Backend>(
+    model: HookedTransformer<B>,
+    tokenizer: Option<Tokenizer>,
+    source: &str,
+) -> Result<LoadedModel<B>> {
+    if let Some(t) = &tokenizer {
+        if t.vocab_size() > model.cfg().vocab() {
+            return Err(ModelError::Config {
+                path: source.to_string(),
+                message: format!(
+                    "the tokenizer has {} tokens but the model's vocabulary only {}",
+                    t.vocab_size(),
+                    model.cfg().vocab()
+                ),
+            });
+        }
+    }
+    Ok(LoadedModel { model, tokenizer })
 }

@@ -60,6 +60,13 @@ impl Tokenizer {
         Ok(Some(Self::from_tokenizer(inner, bos_from_config(dir)?)))
     }
 
+    /// Loads a `tokenizer.json` from its bytes (BOS: `<|endoftext|>` if the vocabulary has it).
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| tok_err(format!("tokenizer.json: {e}")))?;
+        Ok(Self::from_tokenizer(inner, None))
+    }
+
     /// Wraps a `tokenizers` tokenizer; `bos` names the BOS token (default: `<|endoftext|>` if the vocabulary has it).
     pub fn from_tokenizer(inner: tokenizers::Tokenizer, bos: Option<String>) -> Self {
         let bos = bos

@@ -1,0 +1,196 @@
+//! Comparing two plan outputs (tlens against a TransformerLens golden, or one backend against another), element by
+//! element with `|a − b| ≤ atol + rtol·|b|`, as plan-format.md defines agreement.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Result, TlensError};
+
+/// Tolerances of a comparison.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance (relative to the reference value).
+    pub rtol: f64,
+}
+
+impl Tolerance {
+    /// plan-format.md's float32 defaults: `atol = 1e-5`, `rtol = 1e-4`.
+    pub const F32: Tolerance = Tolerance {
+        atol: 1e-5,
+        rtol: 1e-4,
+    };
+}
+
+/// A plan output read back: tensors as f64 with shapes, and metadata.
+pub struct PlanOutput {
+    /// Tensors by name: shape and values.
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+    /// Metadata (`labels/<id>`, `error/<id>`, `plan`).
+    pub metadata: HashMap<String, String>,
+}
+
+impl PlanOutput {
+    /// Reads a plan output file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let err = |m: String| TlensError::File {
+            path: path.display().to_string(),
+            message: m,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let d = view.data();
+            let values: Vec<f64> = match view.dtype() {
+                Dtype::F32 => d
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                    .collect(),
+                Dtype::I64 => d
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
+                    .collect(),
+                other => {
+                    return Err(err(format!(
+                        "`{name}` has dtype {other:?}; plan outputs hold F32 and I64"
+                    )))
+                }
+            };
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(Self { tensors, metadata })
+    }
+
+    fn prefixed(&self, prefix: &str) -> BTreeMap<String, &String> {
+        self.metadata
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|id| (id.to_string(), v)))
+            .collect()
+    }
+}
+
+/// The worst disagreement found in one tensor.
+#[derive(Clone, Debug)]
+pub struct TensorDiff {
+    /// Tensor name.
+    pub name: String,
+    /// Largest `|a − b|`.
+    pub max_abs: f64,
+    /// Largest `|a − b| / |b|` over elements with `b ≠ 0`.
+    pub max_rel: f64,
+    /// Elements outside tolerance.
+    pub failures: usize,
+}
+
+/// The result of comparing two plan outputs.
+#[derive(Clone, Debug, Default)]
+pub struct Comparison {
+    /// Per-tensor worst errors, for every tensor present in both.
+    pub tensors: Vec<TensorDiff>,
+    /// Structural disagreements (missing tensors, shapes, labels, failed calls) and failing tensors, one line each.
+    pub problems: Vec<String>,
+}
+
+impl Comparison {
+    /// Whether the outputs agree.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Largest absolute error over all tensors.
+    pub fn worst_abs(&self) -> f64 {
+        self.tensors.iter().map(|t| t.max_abs).fold(0.0, f64::max)
+    }
+
+    /// Largest relative error over all tensors.
+    pub fn worst_rel(&self) -> f64 {
+        self.tensors.iter().map(|t| t.max_rel).fold(0.0, f64::max)
+    }
+}
+
+/// Compares `ours` with `reference`, skipping the call ids in `skip` (deliberate divergences).
+pub fn compare(
+    ours: &PlanOutput,
+    reference: &PlanOutput,
+    tol: Tolerance,
+    skip: &BTreeSet<String>,
+) -> Comparison {
+    let skipped = |name: &str| {
+        name.strip_prefix("call/")
+            .is_some_and(|id| skip.contains(id))
+    };
+    let mut cmp = Comparison::default();
+    let names: BTreeSet<&String> = ours
+        .tensors
+        .keys()
+        .chain(reference.tensors.keys())
+        .filter(|n| !skipped(n))
+        .collect();
+    for name in names {
+        match (ours.tensors.get(name), reference.tensors.get(name)) {
+            (Some(_), None) => cmp.problems.push(format!("{name}: only in ours")),
+            (None, Some(_)) => cmp.problems.push(format!("{name}: missing from ours")),
+            (Some((sa, a)), Some((sb, b))) if sa != sb => cmp
+                .problems
+                .push(format!("{name}: shape {sa:?} vs reference {sb:?}")),
+            (Some((_, a)), Some((_, b))) => {
+                let diff = diff_values(name, a, b, tol);
+                if diff.failures > 0 {
+                    cmp.problems.push(format!(
+                        "{name}: {} elements out of tolerance (max abs {:.3e}, max rel {:.3e})",
+                        diff.failures, diff.max_abs, diff.max_rel
+                    ));
+                }
+                cmp.tensors.push(diff);
+            }
+            (None, None) => unreachable!("names come from the two maps"),
+        }
+    }
+    for prefix in ["labels/", "error/"] {
+        let (mine, theirs) = (ours.prefixed(prefix), reference.prefixed(prefix));
+        for id in mine.keys().chain(theirs.keys()).collect::<BTreeSet<_>>() {
+            if skip.contains(id.as_str()) {
+                continue;
+            }
+            match (mine.get(id), theirs.get(id)) {
+                (Some(_), Some(_)) if prefix == "error/" => {}
+                (Some(a), Some(b)) if a == b => {}
+                (a, b) => cmp
+                    .problems
+                    .push(format!("{prefix}{id}: ours {a:?}, reference {b:?}")),
+            }
+        }
+    }
+    cmp
+}
+
+fn diff_values(name: &str, a: &[f64], b: &[f64], tol: Tolerance) -> TensorDiff {
+    let mut d = TensorDiff {
+        name: name.to_string(),
+        max_abs: 0.0,
+        max_rel: 0.0,
+        failures: 0,
+    };
+    for (&x, &y) in a.iter().zip(b) {
+        if x == y || (x.is_nan() && y.is_nan()) {
+            continue;
+        }
+        let abs = (x - y).abs();
+        if abs.is_nan() || abs > tol.atol + tol.rtol * y.abs() {
+            d.failures += 1;
+        }
+        d.max_abs = d
+            .max_abs
+            .max(if abs.is_nan() { f64::INFINITY } else { abs });
+        if y != 0.0 {
+            d.max_rel = d.max_rel.max(abs / y.abs());
+        }
+    }
+    d
+}

@@ -1,0 +1,230 @@
+//! Plans: one JSON description of a run (model, tokens, run options, cache method calls) that tlens and the
+//! TransformerLens reference both execute, and the safetensors file each writes (`shared/spec/plan-format.md`).
+
+mod args;
+mod methods;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn_tensor::backend::Backend;
+use serde::Deserialize;
+use tlens_cache_core::save::{write_safetensors, NamedTensor};
+use tlens_cache_core::{DynTensor, NamesFilter, RunOptions};
+use tlens_model::{
+    load_hf_gpt2, load_transformerlens, HookedTransformer, Processing, TokenBatch, Tokenizer,
+};
+
+use crate::backend::BackendTask;
+use crate::error::{Result, TlensError};
+
+pub use methods::CallOutput;
+
+/// A parsed plan file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Free text saying what the plan is for (ignored).
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Which model to load.
+    pub model: ModelSpec,
+    /// Weight processing flags; absent flags take the model kind's default.
+    #[serde(default)]
+    pub processing: Option<ProcessingSpec>,
+    /// The batch of token ids.
+    pub tokens: Vec<Vec<u32>>,
+    /// `run_with_cache` options.
+    #[serde(default)]
+    pub run: RunSpec,
+    /// Cache method calls, in order.
+    #[serde(default)]
+    pub calls: Vec<Call>,
+}
+
+/// `{"hf": DIR}` or `{"tl": {"config": FILE, "weights": FILE}}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelSpec {
+    /// A Hugging Face GPT-2 folder.
+    Hf(PathBuf),
+    /// A TransformerLens config and state dict.
+    Tl {
+        /// The config JSON.
+        config: PathBuf,
+        /// The state dict (safetensors).
+        weights: PathBuf,
+    },
+}
+
+/// The four `from_pretrained` flags, each optional.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingSpec {
+    fold_ln: Option<bool>,
+    center_writing_weights: Option<bool>,
+    center_unembed: Option<bool>,
+    fold_value_biases: Option<bool>,
+}
+
+/// `run_with_cache` options as a plan spells them.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    #[serde(default)]
+    remove_batch_dim: bool,
+    #[serde(default)]
+    names_filter: Option<Vec<String>>,
+    #[serde(default)]
+    stop_at_layer: Option<i64>,
+    #[serde(default)]
+    pos_slice: serde_json::Value,
+}
+
+/// One cache method call.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    /// Unique id; names the output tensor `call/<id>`.
+    pub id: String,
+    /// The `ActivationCache` method, spelled as in TransformerLens.
+    pub method: String,
+    /// Keyword arguments, encoded as plan-format.md says.
+    #[serde(default)]
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Plan {
+    /// Reads a plan file.
+    pub fn read(path: &Path) -> Result<(Plan, String)> {
+        let text = std::fs::read_to_string(path).map_err(|e| TlensError::Plan {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let plan = serde_json::from_str(&text).map_err(|e| TlensError::Plan {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok((plan, text))
+    }
+
+    fn processing(&self) -> Processing {
+        let default = match self.model {
+            ModelSpec::Hf(_) => Processing::default(),
+            ModelSpec::Tl { .. } => Processing::none(),
+        };
+        let p = self.processing.unwrap_or_default();
+        Processing {
+            fold_ln: p.fold_ln.unwrap_or(default.fold_ln),
+            center_writing_weights: p
+                .center_writing_weights
+                .unwrap_or(default.center_writing_weights),
+            center_unembed: p.center_unembed.unwrap_or(default.center_unembed),
+            fold_value_biases: p.fold_value_biases.unwrap_or(default.fold_value_biases),
+        }
+    }
+
+    fn run_options(&self, path: &Path) -> Result<RunOptions> {
+        Ok(RunOptions {
+            names_filter: self
+                .run
+                .names_filter
+                .clone()
+                .map_or(NamesFilter::All, NamesFilter::Names),
+            stop_at_layer: self.run.stop_at_layer,
+            remove_batch_dim: self.run.remove_batch_dim,
+            pos_slice: args::slice(&self.run.pos_slice).map_err(|message| TlensError::Plan {
+                path: path.display().to_string(),
+                message: format!("run.pos_slice: {message}"),
+            })?,
+        })
+    }
+}
+
+/// Loads the model a plan names (paths relative to the plan's folder).
+pub fn load_model<B: Backend>(
+    spec: &ModelSpec,
+    base: &Path,
+    processing: Processing,
+    device: &burn_tensor::Device<B>,
+) -> Result<(HookedTransformer<B>, Option<Tokenizer>)> {
+    Ok(match spec {
+        ModelSpec::Hf(dir) => {
+            let loaded = load_hf_gpt2(&base.join(dir), processing, device)?;
+            (loaded.model, loaded.tokenizer)
+        }
+        ModelSpec::Tl { config, weights } => (
+            load_transformerlens(&base.join(config), &base.join(weights), processing, device)?,
+            None,
+        ),
+    })
+}
+
+/// Executes a plan on one backend and writes its output file: `tlens eval --plan PLAN --out OUT`.
+pub struct EvalPlan {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// Where to write the output.
+    pub out: PathBuf,
+}
+
+impl BackendTask for EvalPlan {
+    type Output = Result<EvalSummary>;
+
+    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<EvalSummary> {
+        let (plan, text) = Plan::read(&self.plan)?;
+        let base = self.plan.parent().unwrap_or(Path::new("."));
+        let (model, tokenizer) = load_model::<B>(&plan.model, base, plan.processing(), &device)?;
+        let tokens = TokenBatch::new(&plan.tokens)?;
+        let (output, cache) = model.run_with_cache(&tokens, plan.run_options(&self.plan)?)?;
+
+        let mut tensors = vec![NamedTensor::float("logits", &DynTensor::new(output))];
+        tensors.extend(
+            cache
+                .items()
+                .map(|(k, v)| NamedTensor::float(format!("cache/{k}"), v)),
+        );
+        let mut metadata = HashMap::from([("plan".to_string(), text)]);
+        let mut ctx = methods::CallContext::new(cache, tokenizer);
+        let mut failed = 0;
+        for call in &plan.calls {
+            match methods::call(&mut ctx, &call.method, &call.args) {
+                Ok(Some(out)) => {
+                    if let Some(labels) = &out.labels {
+                        metadata.insert(
+                            format!("labels/{}", call.id),
+                            serde_json::to_string(labels).expect("strings serialise"),
+                        );
+                    }
+                    tensors.push(out.named(format!("call/{}", call.id)));
+                    ctx.remember(&call.id, out);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed += 1;
+                    metadata.insert(
+                        format!("error/{}", call.id),
+                        e.to_string().replace('\n', " "),
+                    );
+                }
+            }
+        }
+        write_safetensors(&self.out, &tensors, metadata)?;
+        Ok(EvalSummary {
+            tensors: tensors.len(),
+            calls: plan.calls.len(),
+            failed_calls: failed,
+        })
+    }
+}
+
+/// What an evaluated plan produced.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalSummary {
+    /// Tensors written.
+    pub tensors: usize,
+    /// Calls in the plan.
+    pub calls: usize,
+    /// Calls that recorded an error.
+    pub failed_calls: usize,
+}

@@ -1,0 +1,102 @@
+//! Every committed plan, run by tlens on ndarray, matches its TransformerLens golden (tests/golden/), within
+//! plan-format.md's float32 tolerance: `|ours − golden| ≤ 1e-5 + 1e-4·|golden|` element-wise.
+//!
+//! Calls listed in tests/plans/divergences.json are ones where tlens deliberately differs from TransformerLens (a
+//! TransformerLens bug that tlens fixes, see the book's divergences page); they are skipped here and each has its own
+//! test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use tlens::backend::{run_on, BackendName};
+use tlens::parity::{compare, PlanOutput, Tolerance};
+use tlens::plan::EvalPlan;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn divergences() -> BTreeMap<String, BTreeMap<String, String>> {
+    let path = root().join("tests/plans/divergences.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).expect("divergences.json is valid"),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+fn plans() -> Vec<PathBuf> {
+    let mut plans: Vec<PathBuf> = std::fs::read_dir(root().join("tests/plans"))
+        .expect("tests/plans exists")
+        .map(|e| e.expect("readable").path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && p.file_name().is_some_and(|n| n != "divergences.json")
+        })
+        .collect();
+    plans.sort();
+    plans
+}
+
+fn check_plan(plan: &Path, skip: &BTreeSet<String>) -> Result<String, String> {
+    let stem = plan.file_stem().unwrap().to_string_lossy().to_string();
+    let golden = root()
+        .join("tests/golden")
+        .join(format!("{stem}.safetensors"));
+    let out = std::env::temp_dir().join(format!(
+        "tlens-parity-{}-{stem}.safetensors",
+        std::process::id()
+    ));
+    run_on(
+        BackendName::Ndarray,
+        EvalPlan {
+            plan: plan.to_path_buf(),
+            out: out.clone(),
+        },
+    )
+    .unwrap()
+    .map_err(|e| format!("{stem}: {e}"))?;
+    let ours = PlanOutput::read(&out).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&out);
+    let reference = PlanOutput::read(&golden).map_err(|e| format!("{stem}: golden: {e}"))?;
+    let cmp = compare(&ours, &reference, Tolerance::F32, skip);
+    let line = format!(
+        "{stem}: {} tensors, worst abs {:.2e}, worst rel {:.2e}",
+        cmp.tensors.len(),
+        cmp.worst_abs(),
+        cmp.worst_rel()
+    );
+    if cmp.passed() {
+        Ok(line)
+    } else {
+        Err(format!("{line}\n    {}", cmp.problems.join("\n    ")))
+    }
+}
+
+#[test]
+fn every_plan_matches_its_transformerlens_golden() {
+    let divergences = divergences();
+    let plans = plans();
+    assert!(!plans.is_empty(), "no plans found");
+    let mut failures = Vec::new();
+    for plan in &plans {
+        let stem = plan.file_stem().unwrap().to_string_lossy().to_string();
+        let skip: BTreeSet<String> = divergences
+            .get(&stem)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        match check_plan(plan, &skip) {
+            Ok(line) => println!("ok   {line}"),
+            Err(line) => {
+                println!("FAIL {line}");
+                failures.push(line);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} plans disagree with TransformerLens:\n{}",
+        failures.len(),
+        plans.len(),
+        failures.join("\n")
+    );
+}
