@@ -149,6 +149,33 @@ pub struct HookedTransformerConfig {
     /// Name of the model, if any.
     #[serde(default)]
     pub model_name: Option<String>,
+    /// RMS final norm on an LN model (not supported by tlens; must be false).
+    #[serde(default)]
+    pub final_rms: bool,
+    /// GPT-J-style parallel attention and MLP (not supported by tlens; must be false).
+    #[serde(default)]
+    pub parallel_attn_mlp: bool,
+    /// Gated MLP (not supported by tlens; must be false).
+    #[serde(default)]
+    pub gated_mlp: bool,
+    /// Separate q/k/v input hooks (not supported by tlens; must be false).
+    #[serde(default)]
+    pub use_split_qkv_input: bool,
+    /// `hook_mlp_in` (not supported by tlens; must be false).
+    #[serde(default)]
+    pub use_hook_mlp_in: bool,
+    /// `hook_attn_in` (not supported by tlens; must be false).
+    #[serde(default)]
+    pub use_attn_in: bool,
+    /// `hook_tokens` (not supported by tlens; must be false).
+    #[serde(default)]
+    pub use_hook_tokens: bool,
+    /// Grouped-query attention (not supported by tlens; must be absent).
+    #[serde(default)]
+    pub n_key_value_heads: Option<usize>,
+    /// A norm right after the embedding (not supported by tlens; must be false).
+    #[serde(default)]
+    pub post_embedding_ln: bool,
     /// Soft cap on attention scores; `-1` means none.
     #[serde(default = "neg_one_f")]
     pub attn_scores_soft_cap: f64,

@@ -342,6 +342,20 @@ fn check_supported(cfg: &HookedTransformerConfig) -> Result<()> {
             cfg.attention_dir
         ));
     }
+    let flags = [
+        ("final_rms", cfg.final_rms),
+        ("parallel_attn_mlp", cfg.parallel_attn_mlp),
+        ("gated_mlp", cfg.gated_mlp),
+        ("use_split_qkv_input", cfg.use_split_qkv_input),
+        ("use_hook_mlp_in", cfg.use_hook_mlp_in),
+        ("use_attn_in", cfg.use_attn_in),
+        ("use_hook_tokens", cfg.use_hook_tokens),
+        ("post_embedding_ln", cfg.post_embedding_ln),
+        ("n_key_value_heads", cfg.n_key_value_heads.is_some()),
+    ];
+    if let Some((name, _)) = flags.iter().find(|(_, on)| *on) {
+        return unsupported(format!("{name} (tlens implements the GPT-2-style block)"));
+    }
     if cfg.output_logits_soft_cap > 0.0 {
         return unsupported("output_logits_soft_cap".into());
     }

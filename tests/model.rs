@@ -1,0 +1,463 @@
+//! The model's identities and its errors on bad input, on the committed tiny models.
+//!
+//! Tolerances: identities that are one float addition in the forward pass hold to 1e-6 absolute; sums over heads or a
+//! different processing of the same weights to 1e-5 absolute + 1e-4 relative (plan-format.md's f32 tolerance).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn_tensor::{activation::log_softmax, Tensor, TensorData};
+use tlens::backend::NdArray;
+use tlens::cache_core::save::{write_safetensors, NamedTensor};
+use tlens::model::safetensors_file::TensorFile;
+use tlens::model::LoadedModel;
+use tlens::parity::{compare, PlanOutput, Tolerance};
+use tlens::{
+    load_hf_gpt2, load_transformerlens, ActivationCache, CacheError, DynTensor, HookedTransformer,
+    ModelError, NamesFilter, Processing, RunOptions, TokenBatch,
+};
+
+type B = NdArray;
+
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models")
+}
+
+fn gpt2(processing: Processing) -> LoadedModel<B> {
+    load_hf_gpt2::<B>(&models().join("gpt2-tiny"), processing, &Default::default()).unwrap()
+}
+
+fn tl(name: &str) -> HookedTransformer<B> {
+    let dir = models().join(name);
+    load_transformerlens::<B>(
+        &dir.join("config.json"),
+        &dir.join("weights.safetensors"),
+        Processing::none(),
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+fn tokens() -> TokenBatch {
+    TokenBatch::new(&[
+        vec![0, 294, 298, 265, 290, 284, 261, 260],
+        vec![0, 294, 291, 265, 293, 284, 261, 260],
+    ])
+    .unwrap()
+}
+
+fn small_tokens() -> TokenBatch {
+    TokenBatch::new(&[vec![0, 7, 3, 12, 44, 9], vec![1, 2, 3, 4, 5, 6]]).unwrap()
+}
+
+fn values(t: DynTensor<B>) -> Vec<f32> {
+    t.to_vec()
+}
+
+fn assert_close(a: &[f32], b: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= atol + rtol * y.abs(),
+            "{what}: element {i}: {x} vs {y}"
+        );
+    }
+}
+
+fn run(model: &HookedTransformer<B>, tokens: &TokenBatch) -> (Tensor<B, 3>, ActivationCache<B>) {
+    model.run_with_cache(tokens, RunOptions::default()).unwrap()
+}
+
+#[test]
+fn residual_stream_identities_hold_per_layer() {
+    for (model, toks) in [
+        (gpt2(Processing::default()).model, tokens()),
+        (tl("tl-solu"), small_tokens()),
+        (tl("tl-rms-silu"), small_tokens()),
+    ] {
+        let (_, cache) = run(&model, &toks);
+        for l in 0..model.cfg().n_layers {
+            let get = |n: &str| cache.get((n, l)).unwrap();
+            let mid = get("resid_pre").add(get("attn_out")).unwrap();
+            assert_close(
+                &values(mid),
+                &values(get("resid_mid")),
+                1e-6,
+                0.0,
+                "resid_pre + attn_out = resid_mid",
+            );
+            let post = get("resid_mid").add(get("mlp_out")).unwrap();
+            assert_close(
+                &values(post),
+                &values(get("resid_post")),
+                1e-6,
+                0.0,
+                "resid_mid + mlp_out = resid_post",
+            );
+        }
+    }
+}
+
+#[test]
+fn head_results_sum_to_attn_out() {
+    let model = tl("tl-ln-relu");
+    assert!(model.cfg().use_attn_result);
+    let (_, cache) = run(&model, &small_tokens());
+    for l in 0..2 {
+        let result = cache.get(("result", l)).unwrap();
+        assert_eq!(result.shape(), vec![2, 6, 4, 32]);
+        let b_o = DynTensor::new(model.weights().blocks[l].attn.b_O.clone());
+        let summed = result.sum_axis(-2).unwrap().add(b_o).unwrap();
+        assert_close(
+            &values(summed),
+            &values(cache.get(("attn_out", l)).unwrap()),
+            1e-5,
+            1e-4,
+            "Σ_h result + b_O = attn_out",
+        );
+    }
+}
+
+#[test]
+fn hooks_fire_in_transformerlens_order_with_their_shapes() {
+    let model = tl("tl-solu");
+    let (_, cache) = run(&model, &small_tokens());
+    assert_eq!(
+        cache.keys().map(str::to_string).collect::<Vec<_>>(),
+        model.hook_names()
+    );
+    let expected: &[(&str, &[usize])] = &[
+        ("hook_embed", &[2, 6, 32]),
+        ("blocks.0.ln1.hook_scale", &[2, 6, 1]),
+        ("blocks.0.attn.hook_q", &[2, 6, 4, 8]),
+        ("blocks.0.attn.hook_pattern", &[2, 4, 6, 6]),
+        ("blocks.0.mlp.hook_mid", &[2, 6, 64]),
+        ("blocks.0.mlp.ln.hook_normalized", &[2, 6, 64]),
+        ("blocks.1.hook_mlp_out", &[2, 6, 32]),
+        ("ln_final.hook_scale", &[2, 6, 1]),
+        ("unembed.hook_out", &[2, 6, 50]),
+    ];
+    for (name, shape) in expected {
+        assert_eq!(cache.get(*name).unwrap().shape(), shape.to_vec(), "{name}");
+    }
+    // 2 embeddings, 20 per SoLU block, 4 at the end, as TransformerLens's test_cache_hook_names.
+    assert_eq!(cache.len(), 2 + 2 * 20 + 4);
+}
+
+#[test]
+fn unprocessed_logits_equal_hugging_face_logits() {
+    let golden = PlanOutput::read(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/gpt2-tiny.hf-logits.safetensors"),
+    )
+    .unwrap();
+    let (shape, toks) = &golden.tensors["tokens"];
+    let rows: Vec<Vec<u32>> = toks
+        .chunks(shape[1])
+        .map(|r| r.iter().map(|&t| t as u32).collect())
+        .collect();
+    let logits = gpt2(Processing::none())
+        .model
+        .forward(&TokenBatch::new(&rows).unwrap())
+        .unwrap();
+    let ours = values(DynTensor::new(logits));
+    let hf: Vec<f32> = golden.tensors["logits"]
+        .1
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    assert_close(&ours, &hf, 1e-5, 1e-4, "unprocessed logits vs Hugging Face");
+}
+
+#[test]
+fn processing_keeps_log_probs() {
+    let toks = tokens();
+    let log_probs = |p: Processing| {
+        values(DynTensor::new(log_softmax(
+            gpt2(p).model.forward(&toks).unwrap(),
+            2,
+        )))
+    };
+    let raw = log_probs(Processing::none());
+    for p in [
+        Processing::default(),
+        Processing {
+            fold_ln: true,
+            ..Processing::none()
+        },
+        Processing {
+            center_writing_weights: true,
+            ..Processing::none()
+        },
+        Processing {
+            center_unembed: true,
+            ..Processing::none()
+        },
+        Processing {
+            fold_value_biases: true,
+            ..Processing::none()
+        },
+    ] {
+        assert_close(
+            &log_probs(p),
+            &raw,
+            1e-5,
+            1e-4,
+            &format!("log-probs with {p:?}"),
+        );
+    }
+}
+
+#[test]
+fn names_filter_keeps_only_what_is_asked_and_rejects_unknown_names() {
+    let model = gpt2(Processing::default()).model;
+    let names = vec![
+        "blocks.1.attn.hook_pattern".to_string(),
+        "hook_embed".to_string(),
+    ];
+    let (_, cache) = model
+        .run_with_cache(
+            &tokens(),
+            RunOptions {
+                names_filter: NamesFilter::Names(names),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        cache.keys().collect::<Vec<_>>(),
+        vec!["hook_embed", "blocks.1.attn.hook_pattern"]
+    );
+    let bad = RunOptions {
+        names_filter: NamesFilter::Names(vec!["blocks.1.attn.hook_patern".into()]),
+        ..Default::default()
+    };
+    match model.run_with_cache(&tokens(), bad) {
+        Err(ModelError::Cache(CacheError::UnknownHook { name, suggestions })) => {
+            assert_eq!(name, "blocks.1.attn.hook_patern");
+            assert_eq!(
+                suggestions.first().map(String::as_str),
+                Some("blocks.1.attn.hook_pattern")
+            );
+        }
+        other => panic!("expected an unknown-hook error, got {other:?}"),
+    }
+}
+
+#[test]
+fn cache_lookup_of_an_unknown_key_suggests_close_ones() {
+    let (_, cache) = run(&gpt2(Processing::default()).model, &tokens());
+    let err = cache.get("blocks.0.hook_resid_pr").unwrap_err();
+    assert!(err.to_string().contains("blocks.0.hook_resid_pre"), "{err}");
+}
+
+#[test]
+fn bad_token_batches_are_errors() {
+    let model = gpt2(Processing::default()).model;
+    let vocab = model.cfg().vocab() as u32;
+    let n_ctx = model.cfg().n_ctx;
+    assert!(
+        matches!(model.forward(&TokenBatch::single(vec![0, vocab]).unwrap()), Err(ModelError::TokenOutOfRange { token, position: 1, .. }) if token == vocab)
+    );
+    assert!(matches!(
+        model.forward(&TokenBatch::single(vec![1; n_ctx + 1]).unwrap()),
+        Err(ModelError::SequenceTooLong { .. })
+    ));
+    assert!(matches!(
+        TokenBatch::new(&[]),
+        Err(ModelError::EmptyInput(_))
+    ));
+    assert!(matches!(
+        TokenBatch::new(&[vec![]]),
+        Err(ModelError::EmptyInput(_))
+    ));
+    assert!(matches!(
+        TokenBatch::new(&[vec![1, 2], vec![1]]),
+        Err(ModelError::RaggedBatch { row: 1, .. })
+    ));
+    let batch2 = RunOptions {
+        remove_batch_dim: true,
+        ..Default::default()
+    };
+    assert!(matches!(
+        model.run_with_cache(&tokens(), batch2),
+        Err(ModelError::Cache(CacheError::InvalidArgument(_)))
+    ));
+}
+
+/// Copies a TL model folder with its state dict changed by `edit`, and loads it.
+fn load_edited(
+    edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f32>)>),
+) -> Result<HookedTransformer<B>, ModelError> {
+    let src = models().join("tl-ln-relu");
+    let file = TensorFile::read(&src.join("weights.safetensors")).unwrap();
+    let mut map: HashMap<String, (Vec<usize>, Vec<f32>)> = file
+        .tensors
+        .into_iter()
+        .map(|(k, v)| (k, (v.shape.to_vec(), v.to_vec::<f32>().unwrap())))
+        .collect();
+    edit(&mut map);
+    let dir = tempdir("edited");
+    let tensors: Vec<NamedTensor> = map
+        .into_iter()
+        .map(|(k, (shape, v))| {
+            NamedTensor::float(
+                k,
+                &DynTensor::<B>::from_data(TensorData::new(v, shape), &Default::default()).unwrap(),
+            )
+        })
+        .collect();
+    write_safetensors(&dir.join("weights.safetensors"), &tensors, HashMap::new()).unwrap();
+    load_transformerlens::<B>(
+        &src.join("config.json"),
+        &dir.join("weights.safetensors"),
+        Processing::none(),
+        &Default::default(),
+    )
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tlens-test-{}-{tag}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn weight_file_problems_name_the_tensor() {
+    let missing = load_edited(|m| {
+        m.remove("blocks.1.attn.W_K");
+    });
+    assert!(
+        matches!(&missing, Err(ModelError::MissingWeight { name, expected, .. }) if name == "blocks.1.attn.W_K" && expected == &vec![4, 32, 8]),
+        "{missing:?}"
+    );
+    let extra = load_edited(|m| {
+        m.insert("blocks.0.attn.W_X".into(), (vec![2], vec![0.0, 1.0]));
+    });
+    assert!(
+        matches!(&extra, Err(ModelError::UnexpectedWeight { name, .. }) if name == "blocks.0.attn.W_X"),
+        "{extra:?}"
+    );
+    let misshaped = load_edited(|m| {
+        m.insert("blocks.0.mlp.b_in".into(), (vec![63], vec![0.0; 63]));
+    });
+    assert!(
+        matches!(&misshaped, Err(ModelError::WeightShape { name, expected, found }) if name == "blocks.0.mlp.b_in" && expected == &vec![64] && found == &vec![63]),
+        "{misshaped:?}"
+    );
+    let buffers_ignored = load_edited(|m| {
+        m.insert("blocks.0.attn.IGNORE".into(), (vec![1], vec![0.0]));
+    });
+    assert!(buffers_ignored.is_ok());
+}
+
+#[test]
+fn truncated_and_corrupt_files_are_errors() {
+    let src = models().join("gpt2-tiny");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    for (tag, content) in [
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("corrupt", b"not a safetensors file at all".to_vec()),
+        ("empty", Vec::new()),
+    ] {
+        let dir = tempdir(tag);
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(dir.join("model.safetensors"), content).unwrap();
+        let err = load_hf_gpt2::<B>(&dir, Processing::default(), &Default::default()).unwrap_err();
+        assert!(
+            matches!(err, ModelError::Safetensors { .. }),
+            "{tag}: {err:?}"
+        );
+    }
+    let err = load_hf_gpt2::<B>(
+        Path::new("/no/such/folder"),
+        Processing::default(),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ModelError::Io { .. }), "{err:?}");
+}
+
+#[test]
+fn config_that_disagrees_with_the_weights_is_an_error() {
+    let src = models().join("gpt2-tiny");
+    let dir = tempdir("config-mismatch");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["n_embd"] = serde_json::json!(128);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let err = load_hf_gpt2::<B>(&dir, Processing::default(), &Default::default()).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::WeightShape { name, .. } if name == "wte.weight"),
+        "{err:?}"
+    );
+    std::fs::write(dir.join("config.json"), "{\"n_embd\": ").unwrap();
+    assert!(matches!(
+        load_hf_gpt2::<B>(&dir, Processing::default(), &Default::default()),
+        Err(ModelError::Config { .. })
+    ));
+}
+
+#[test]
+fn f16_and_bf16_weights_load_as_f32() {
+    let full = gpt2(Processing::default())
+        .model
+        .forward(&tokens())
+        .unwrap();
+    for (dir, tol) in [("gpt2-tiny-f16", 2e-2), ("gpt2-tiny-bf16", 1e-1)] {
+        let half = load_hf_gpt2::<B>(
+            &models().join(dir),
+            Processing::default(),
+            &Default::default(),
+        )
+        .unwrap()
+        .model
+        .forward(&tokens())
+        .unwrap();
+        assert_close(
+            &values(DynTensor::new(half)),
+            &values(DynTensor::new(full.clone())),
+            tol,
+            0.0,
+            dir,
+        );
+    }
+}
+
+#[test]
+fn tokenizer_helpers_behave_as_transformerlens() {
+    let loaded = gpt2(Processing::default());
+    let tok = loaded.tokenizer.unwrap();
+    let ids = tok.to_tokens(" Mary", true).unwrap();
+    assert_eq!(ids[0], tok.bos_token_id().unwrap());
+    assert_eq!(tok.to_single_token(" Mary").unwrap(), ids[1]);
+    assert_eq!(tok.to_str_tokens(&ids[1..]).unwrap(), vec![" Mary"]);
+    assert!(tok.to_single_token("When John and Mary").is_err());
+    let vocab_tok = tlens::Tokenizer::from_folder(&models().join("gpt2-tiny"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        vocab_tok.to_tokens("When John and Mary", true).unwrap(),
+        tok.to_tokens("When John and Mary", true).unwrap()
+    );
+}
+
+#[test]
+fn the_comparison_passes_identical_outputs_and_catches_a_perturbation() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gpt2-tiny.full.safetensors");
+    let golden = PlanOutput::read(&path).unwrap();
+    assert!(compare(&golden, &golden, Tolerance::F32, &Default::default()).passed());
+    let mut perturbed = PlanOutput::read(&path).unwrap();
+    perturbed.tensors.get_mut("logits").unwrap().1[3] += 1e-3;
+    let cmp = compare(&perturbed, &golden, Tolerance::F32, &Default::default());
+    assert_eq!(cmp.problems.len(), 1, "{:?}", cmp.problems);
+    assert!(cmp.problems[0].starts_with("logits: 1 elements"));
+}
