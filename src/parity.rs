@@ -194,3 +194,43 @@ fn diff_values(name: &str, a: &[f64], b: &[f64], tol: Tolerance) -> TensorDiff {
     }
     d
 }
+
+/// The plan files under `dir` (`*.json` except `divergences.json`), sorted.
+pub fn committed_plans(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let err = |e: std::io::Error| TlensError::File {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut plans = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        if path.extension().is_some_and(|e| e == "json")
+            && path.file_name().is_some_and(|n| n != DIVERGENCES)
+        {
+            plans.push(path);
+        }
+    }
+    plans.sort();
+    Ok(plans)
+}
+
+/// The file in the plans folder listing, per plan stem, the call ids where tlens deliberately differs from
+/// TransformerLens (with the reason and the test that shows it).
+pub const DIVERGENCES: &str = "divergences.json";
+
+/// The call ids of `plan_stem` that are deliberate divergences (see [`DIVERGENCES`]).
+pub fn divergent_calls(plans_dir: &Path, plan_stem: &str) -> Result<BTreeSet<String>> {
+    let path = plans_dir.join(DIVERGENCES);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(BTreeSet::new());
+    };
+    let all: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_str(&text).map_err(|e| TlensError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(all
+        .get(plan_stem)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default())
+}

@@ -5,36 +5,15 @@
 //! TransformerLens bug that tlens fixes, see the book's divergences page); they are skipped here and each has its own
 //! test.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use tlens::backend::{run_on, BackendName};
-use tlens::parity::{compare, PlanOutput, Tolerance};
+use tlens::parity::{committed_plans, compare, divergent_calls, PlanOutput, Tolerance};
 use tlens::plan::EvalPlan;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn divergences() -> BTreeMap<String, BTreeMap<String, String>> {
-    let path = root().join("tests/plans/divergences.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).expect("divergences.json is valid"),
-        Err(_) => BTreeMap::new(),
-    }
-}
-
-fn plans() -> Vec<PathBuf> {
-    let mut plans: Vec<PathBuf> = std::fs::read_dir(root().join("tests/plans"))
-        .expect("tests/plans exists")
-        .map(|e| e.expect("readable").path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "json")
-                && p.file_name().is_some_and(|n| n != "divergences.json")
-        })
-        .collect();
-    plans.sort();
-    plans
 }
 
 fn check_plan(plan: &Path, skip: &BTreeSet<String>) -> Result<String, String> {
@@ -74,16 +53,12 @@ fn check_plan(plan: &Path, skip: &BTreeSet<String>) -> Result<String, String> {
 
 #[test]
 fn every_plan_matches_its_transformerlens_golden() {
-    let divergences = divergences();
-    let plans = plans();
+    let plans = committed_plans(&root().join("tests/plans")).unwrap();
     assert!(!plans.is_empty(), "no plans found");
     let mut failures = Vec::new();
     for plan in &plans {
         let stem = plan.file_stem().unwrap().to_string_lossy().to_string();
-        let skip: BTreeSet<String> = divergences
-            .get(&stem)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
+        let skip = divergent_calls(&root().join("tests/plans"), &stem).unwrap();
         match check_plan(plan, &skip) {
             Ok(line) => println!("ok   {line}"),
             Err(line) => {
