@@ -64,7 +64,7 @@ pub fn config_from_hf_json(text: &str, source: &str) -> Result<HookedTransformer
             "model_type {kind:?} is not gpt2; tlens converts GPT-2 folders"
         )));
     }
-    if hf.n_head == 0 || hf.n_embd % hf.n_head != 0 {
+    if hf.n_head == 0 || !hf.n_embd.is_multiple_of(hf.n_head) {
         return Err(err(format!(
             "n_embd {} is not a multiple of n_head {}",
             hf.n_embd, hf.n_head
