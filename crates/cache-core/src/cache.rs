@@ -10,6 +10,7 @@ use crate::dyn_tensor::DynTensor;
 use crate::error::{closest, CacheError, Result};
 use crate::hook_names::CacheKey;
 use crate::recorder::RunOptions;
+use crate::slice::Slice;
 use crate::weights::TransformerWeights;
 
 /// The configuration and parameters a cache's methods read (shared with the model, never copied).
@@ -73,11 +74,70 @@ impl<B: Backend> ActivationCache<B> {
         self.entries
             .get(name)
             .cloned()
-            .ok_or_else(|| CacheError::MissingActivation {
-                method,
-                key: name.to_string(),
-                stopped_at: self.stopped_at(),
-            })
+            .ok_or_else(|| self.missing(method, name))
+    }
+
+    /// The error for an activation a method needs but the cache does not hold.
+    pub(crate) fn missing(&self, method: &'static str, name: &str) -> CacheError {
+        CacheError::MissingActivation {
+            method,
+            key: name.to_string(),
+            stopped_at: self.stopped_at(),
+        }
+    }
+
+    /// The model's number of layers.
+    pub(crate) fn n_layers(&self) -> usize {
+        self.model.cfg.n_layers
+    }
+
+    /// TransformerLens's layer argument: `None` and `-1` mean `n_layers`; otherwise it must lie in `0..=n_layers`.
+    ///
+    /// TransformerLens normalises only `-1`; other negative layers fail there with a `KeyError` on a hook name such as
+    /// `blocks.-2.ln1.hook_scale`, and here with [`CacheError::LayerOutOfRange`].
+    pub(crate) fn resolve_layer(&self, layer: Option<i64>, method: &'static str) -> Result<usize> {
+        let n = self.n_layers() as i64;
+        match layer {
+            None | Some(-1) => Ok(self.n_layers()),
+            Some(l) if (0..=n).contains(&l) => Ok(l as usize),
+            Some(l) => Err(CacheError::LayerOutOfRange {
+                layer: l,
+                what: format!("{method} takes a layer in 0..={n}, or -1 / None for {n}"),
+            }),
+        }
+    }
+
+    /// The device the model's parameters live on (where tensors made from weights are created).
+    pub(crate) fn device(&self) -> burn_tensor::Device<B> {
+        self.model.weights.W_E.device()
+    }
+
+    /// The shape `[*batch, *pos, d_model]` of one residual-stream vector per (batch, position) after `pos_slice`:
+    /// the shape of an empty stack's rows.
+    ///
+    /// TransformerLens takes it from `hook_embed` only (and fails when a `names_filter` dropped it); any cached
+    /// residual-stream activation will do here.
+    pub(crate) fn resid_shape(
+        &self,
+        method: &'static str,
+        pos_slice: &Slice,
+    ) -> Result<Vec<usize>> {
+        const SUFFIXES: [&str; 5] = [
+            "hook_resid_pre",
+            "hook_resid_mid",
+            "hook_resid_post",
+            "hook_attn_out",
+            "hook_mlp_out",
+        ];
+        let found = self.entries.iter().find(|(k, _)| {
+            k.as_str() == "hook_embed"
+                || k.as_str() == "hook_pos_embed"
+                || SUFFIXES.iter().any(|s| k.ends_with(s))
+        });
+        match found {
+            Some((_, t)) => Ok(pos_slice.apply(t.clone(), -2, "pos_slice")?.shape()),
+            None => Err(self.missing(method, "hook_embed")),
+        }
     }
 
     /// The layer the run stopped before, if it stopped early.

@@ -217,7 +217,7 @@ impl HookedTransformerConfig {
     pub fn resolved(mut self) -> Result<Self> {
         let bad = |m: String| Err(CacheError::InvalidArgument(format!("config: {m}")));
         if self.n_heads < 0 {
-            if self.d_head == 0 || self.d_model % self.d_head != 0 {
+            if self.d_head == 0 || !self.d_model.is_multiple_of(self.d_head) {
                 return bad(format!(
                     "d_model {} is not a multiple of d_head {}",
                     self.d_model, self.d_head

@@ -93,6 +93,9 @@ impl<B: Backend> DynTensor<B> {
             )));
         }
         let shape: [usize; D] = self.shape().try_into().expect("rank checked");
+        if shape.contains(&0) {
+            return Ok(Tensor::zeros(shape, &self.inner.device()));
+        }
         Ok(self.inner.reshape(shape))
     }
 
@@ -162,7 +165,7 @@ impl<B: Backend> DynTensor<B> {
         let mut kept: Vec<usize> = dims[MAX_RANK - rank..].to_vec();
         kept.remove(p - (MAX_RANK - rank));
         Self {
-            inner: inner.reshape(pad_shape(&kept)),
+            inner: reshape_padded(inner, pad_shape(&kept)),
             rank: rank - 1,
         }
     }
@@ -197,7 +200,7 @@ impl<B: Backend> DynTensor<B> {
         let mut shape = self.shape();
         shape.insert(logical as usize, 1);
         Ok(Self {
-            inner: self.inner.reshape(pad_shape(&shape)),
+            inner: reshape_padded(self.inner, pad_shape(&shape)),
             rank: self.rank + 1,
         })
     }
@@ -214,7 +217,7 @@ impl<B: Backend> DynTensor<B> {
             )));
         }
         Ok(Self {
-            inner: self.inner.reshape(pad_shape(shape)),
+            inner: reshape_padded(self.inner, pad_shape(shape)),
             rank: shape.len(),
         })
     }
@@ -339,21 +342,25 @@ impl<B: Backend> DynTensor<B> {
     }
 
     /// Element-wise sum with broadcasting.
+    #[allow(clippy::should_implement_trait)] // fallible (shapes are checked), so not `std::ops`
     pub fn add(self, other: Self) -> Result<Self> {
         self.binary(other, |a, b| a + b)
     }
 
     /// Element-wise difference with broadcasting.
+    #[allow(clippy::should_implement_trait)] // fallible (shapes are checked), so not `std::ops`
     pub fn sub(self, other: Self) -> Result<Self> {
         self.binary(other, |a, b| a - b)
     }
 
     /// Element-wise product with broadcasting.
+    #[allow(clippy::should_implement_trait)] // fallible (shapes are checked), so not `std::ops`
     pub fn mul(self, other: Self) -> Result<Self> {
         self.binary(other, |a, b| a * b)
     }
 
     /// Element-wise quotient with broadcasting.
+    #[allow(clippy::should_implement_trait)] // fallible (shapes are checked), so not `std::ops`
     pub fn div(self, other: Self) -> Result<Self> {
         self.binary(other, |a, b| a / b)
     }
@@ -397,12 +404,38 @@ impl<B: Backend> DynTensor<B> {
         }
     }
 
+    /// The same values on another device.
+    pub fn to_device(self, device: &burn_tensor::Device<B>) -> Self {
+        Self {
+            inner: self.inner.to_device(device),
+            rank: self.rank,
+        }
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+
     /// A zero-filled tensor of the given logical shape.
     pub fn zeros(shape: &[usize], device: &burn_tensor::Device<B>) -> Self {
         Self {
             inner: Tensor::zeros(pad_shape(shape), device),
             rank: shape.len(),
         }
+    }
+}
+
+/// Reshapes a physical tensor; an empty one is rebuilt instead, because burn's `reshape` reads a 0 in the target
+/// shape as "keep this axis".
+fn reshape_padded<B: Backend>(
+    inner: Tensor<B, MAX_RANK>,
+    shape: [usize; MAX_RANK],
+) -> Tensor<B, MAX_RANK> {
+    if shape.contains(&0) {
+        Tensor::zeros(shape, &inner.device())
+    } else {
+        inner.reshape(shape)
     }
 }
 

@@ -56,6 +56,23 @@ impl From<(&str, i64)> for CacheKey {
     }
 }
 
+/// Integer literals (`("k", -1)`) default to `i32`.
+impl From<(&str, i32)> for CacheKey {
+    fn from((name, layer): (&str, i32)) -> Self {
+        CacheKey::Parts(name.to_string(), Some(i64::from(layer)), None)
+    }
+}
+
+impl From<(&str, i32, &str)> for CacheKey {
+    fn from((name, layer, layer_type): (&str, i32, &str)) -> Self {
+        CacheKey::Parts(
+            name.to_string(),
+            Some(i64::from(layer)),
+            Some(layer_type.to_string()),
+        )
+    }
+}
+
 impl From<(&str, usize)> for CacheKey {
     fn from((name, layer): (&str, usize)) -> Self {
         CacheKey::Parts(name.to_string(), Some(layer as i64), None)

@@ -140,3 +140,53 @@ pub struct TransformerWeights<B: Backend> {
     /// Unembedding bias `[V_out]`.
     pub b_U: Tensor<B, 1>,
 }
+
+impl<B: Backend> NormWeights<B> {
+    /// The same parameters on another device.
+    pub fn to_device(&self, device: &burn_tensor::Device<B>) -> Self {
+        Self {
+            kind: self.kind,
+            w: self.w.as_ref().map(|t| t.clone().to_device(device)),
+            b: self.b.as_ref().map(|t| t.clone().to_device(device)),
+        }
+    }
+}
+
+impl<B: Backend> TransformerWeights<B> {
+    /// The same parameters on another device.
+    pub fn to_device(&self, device: &burn_tensor::Device<B>) -> Self {
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| BlockWeights {
+                ln1: b.ln1.as_ref().map(|n| n.to_device(device)),
+                attn: AttentionWeights {
+                    W_Q: b.attn.W_Q.clone().to_device(device),
+                    W_K: b.attn.W_K.clone().to_device(device),
+                    W_V: b.attn.W_V.clone().to_device(device),
+                    W_O: b.attn.W_O.clone().to_device(device),
+                    b_Q: b.attn.b_Q.clone().to_device(device),
+                    b_K: b.attn.b_K.clone().to_device(device),
+                    b_V: b.attn.b_V.clone().to_device(device),
+                    b_O: b.attn.b_O.clone().to_device(device),
+                },
+                ln2: b.ln2.as_ref().map(|n| n.to_device(device)),
+                mlp: b.mlp.as_ref().map(|m| MlpWeights {
+                    W_in: m.W_in.clone().to_device(device),
+                    b_in: m.b_in.clone().to_device(device),
+                    W_out: m.W_out.clone().to_device(device),
+                    b_out: m.b_out.clone().to_device(device),
+                    ln: m.ln.as_ref().map(|n| n.to_device(device)),
+                }),
+            })
+            .collect();
+        Self {
+            W_E: self.W_E.clone().to_device(device),
+            W_pos: self.W_pos.clone().to_device(device),
+            blocks,
+            ln_final: self.ln_final.as_ref().map(|n| n.to_device(device)),
+            W_U: self.W_U.clone().to_device(device),
+            b_U: self.b_U.clone().to_device(device),
+        }
+    }
+}

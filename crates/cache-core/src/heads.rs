@@ -1,0 +1,206 @@
+//! Attention heads one by one: `compute_head_results`, `stack_head_results`, and `stack_activation`.
+
+use burn_tensor::backend::Backend;
+
+use crate::cache::ActivationCache;
+use crate::dyn_tensor::DynTensor;
+use crate::error::Result;
+use crate::hook_names::CacheKey;
+use crate::ln::ApplyLnToStack;
+use crate::slice::Slice;
+use crate::stack::{concat_rows, Stack};
+
+/// Arguments of [`ActivationCache::stack_head_results`], with TransformerLens's names and defaults.
+#[derive(Clone, Debug, Default)]
+pub struct StackHeadResults {
+    /// Heads of every layer before this one (`None`/`-1`: all layers). Default `None`.
+    pub layer: Option<i64>,
+    /// Append `"remainder"`: the stream entering `layer` minus the heads' sum. Default `false`.
+    pub incl_remainder: bool,
+    /// Positions to keep. Default all.
+    pub pos_slice: Slice,
+    /// Normalise with the cached scale of `layer`'s `ln1` (`ln_final` for all layers). Default `false`.
+    pub apply_ln: bool,
+}
+
+impl<B: Backend> ActivationCache<B> {
+    /// Caches every head's output `blocks.{l}.attn.hook_result` (`[*batch, pos, n_heads, d_model]`, without `b_O`)
+    /// computed from `hook_z` and `W_O`, as TransformerLens's `compute_head_results`. Each key is inserted right
+    /// after its layer's `hook_z`, where a run with `use_attn_result` would have fired it.
+    ///
+    /// Layers whose result is already cached are left alone (TransformerLens checks layer 0 only). Needs `hook_z` of
+    /// every other layer.
+    ///
+    /// ```
+    /// use tlens_cache_core::testing;
+    /// let mut cache = testing::random_cache::<burn_ndarray::NdArray>(1, 4);
+    /// cache.compute_head_results().unwrap();
+    /// assert_eq!(cache.get(("result", 1)).unwrap().shape(), [1, 4, 4, 16]);
+    /// ```
+    pub fn compute_head_results(&mut self) -> Result<()> {
+        for l in 0..self.n_layers() {
+            let key = format!("blocks.{l}.attn.hook_result");
+            if self.entries.contains_key(&key) {
+                continue;
+            }
+            let z_key = format!("blocks.{l}.attn.hook_z");
+            let z = self.need("compute_head_results", &z_key)?;
+            let result = self.head_results_from_z(l, z)?;
+            let at = self
+                .entries
+                .get_index_of(&z_key)
+                .map_or(self.entries.len(), |i| i + 1);
+            self.entries.shift_insert(at, key, result);
+        }
+        Ok(())
+    }
+
+    /// `z[..., h, :] @ W_O[l][h]` for every head: `[..., H, dh] -> [..., H, D]`, by a batched matmul
+    /// (`[..., H, 1, dh] @ [H, dh, D]`), never a `[..., H, dh, D]` product.
+    fn head_results_from_z(&self, layer: usize, z: DynTensor<B>) -> Result<DynTensor<B>> {
+        let w_o = DynTensor::new(self.model.weights.blocks[layer].attn.W_O.clone());
+        z.unsqueeze(-2)?.matmul(w_o)?.squeeze(-2)
+    }
+
+    /// Layer `layer`'s head results, pos-sliced: cached `hook_result` if present, else computed from `hook_z`
+    /// (sliced first, so only the kept positions are contracted).
+    fn head_results(
+        &self,
+        method: &'static str,
+        layer: usize,
+        pos_slice: &Slice,
+    ) -> Result<DynTensor<B>> {
+        let key = format!("blocks.{layer}.attn.hook_result");
+        if let Some(result) = self.entries.get(&key) {
+            return pos_slice.apply(result.clone(), -3, "pos_slice");
+        }
+        let z = self.need(method, &format!("blocks.{layer}.attn.hook_z"))?;
+        let z = pos_slice.apply(z, -3, "pos_slice")?;
+        self.head_results_from_z(layer, z)
+    }
+
+    /// Every head's output before `layer`, one row per head (`L{l}H{h}`, layer-major), as TransformerLens's
+    /// `stack_head_results`: `[layer·n_heads, *batch_and_pos, d_model]`.
+    ///
+    /// Head results come from the cache when present, otherwise from `hook_z` and `W_O` without changing the cache.
+    /// With `incl_remainder`, a last row `"remainder"` holds the stream entering `layer` minus the heads' sum; for
+    /// `layer` 0 that is `resid_pre` of layer 0 (TransformerLens returns the *final* stream there). Without heads or
+    /// remainder the stack has zero rows.
+    ///
+    /// ```
+    /// use tlens_cache_core::{testing, StackHeadResults};
+    /// let cache = testing::random_cache::<burn_ndarray::NdArray>(1, 4);
+    /// let heads = cache.stack_head_results(StackHeadResults { layer: Some(1), incl_remainder: true, ..Default::default() }).unwrap();
+    /// assert_eq!(heads.labels, ["L0H0", "L0H1", "L0H2", "L0H3", "remainder"]);
+    /// ```
+    pub fn stack_head_results(&self, args: StackHeadResults) -> Result<Stack<B>> {
+        const METHOD: &str = "stack_head_results";
+        let layer = self.resolve_layer(args.layer, METHOD)?;
+        let heads = self.cfg().heads();
+        let mut rows = Vec::with_capacity(layer + 1);
+        let mut labels = Vec::with_capacity(layer * heads + 1);
+        for l in 0..layer {
+            rows.push(
+                self.head_results(METHOD, l, &args.pos_slice)?
+                    .movedim(-2, 0)?,
+            );
+            labels.extend((0..heads).map(|h| format!("L{l}H{h}")));
+        }
+        let mut shape = self.resid_shape(METHOD, &args.pos_slice)?;
+        shape.insert(0, 0);
+        let empty = DynTensor::zeros(&shape, &self.device());
+        let mut tensor = concat_rows(rows, empty)?;
+        if args.incl_remainder {
+            let stream = self.stream_into(METHOD, layer, &args.pos_slice)?;
+            tensor = self.append_remainder(METHOD, tensor, stream)?;
+            labels.push("remainder".to_string());
+        }
+        if args.apply_ln {
+            tensor = self.apply_ln_to_stack(
+                tensor,
+                ApplyLnToStack {
+                    layer: Some(layer as i64),
+                    pos_slice: args.pos_slice,
+                    ..Default::default()
+                },
+            )?;
+        }
+        Ok(Stack { tensor, labels })
+    }
+
+    /// The residual stream entering `layer`, pos-sliced: `resid_pre` of layer 0 for `layer` 0, otherwise
+    /// `resid_post` of `layer − 1` (the key TransformerLens reads).
+    pub(crate) fn stream_into(
+        &self,
+        method: &'static str,
+        layer: usize,
+        pos_slice: &Slice,
+    ) -> Result<DynTensor<B>> {
+        let key = if layer == 0 {
+            "blocks.0.hook_resid_pre".to_string()
+        } else {
+            format!("blocks.{}.hook_resid_post", layer - 1)
+        };
+        pos_slice.apply(self.need(method, &key)?, -2, "pos_slice")
+    }
+
+    /// Appends `target − Σ rows` to a stack as one more row (the whole `target` when the stack has no rows).
+    pub(crate) fn append_remainder(
+        &self,
+        method: &'static str,
+        stack: DynTensor<B>,
+        target: DynTensor<B>,
+    ) -> Result<DynTensor<B>> {
+        let want = &stack.shape()[1..];
+        if target.shape() != want {
+            return Err(crate::error::CacheError::Shape(format!(
+                "{method}: the remainder target {:?} does not match the stack's rows {want:?}",
+                target.shape()
+            )));
+        }
+        let remainder = if stack.dim(0)? == 0 {
+            target
+        } else {
+            target.sub(stack.clone().sum_axis(0)?)?
+        };
+        concat_rows(
+            vec![stack, remainder.unsqueeze(0)?],
+            DynTensor::zeros(&[0], &self.device()),
+        )
+    }
+
+    /// The activation `activation_name` of every layer before `layer`, stacked: TransformerLens's
+    /// `stack_activation` (`cache[(name, l, sublayer_type)]` for each `l`). `layer` 0 gives a stack with zero rows
+    /// (shaped like layer 0's activation); TransformerLens raises.
+    ///
+    /// ```
+    /// use tlens_cache_core::testing;
+    /// let cache = testing::random_cache::<burn_ndarray::NdArray>(1, 4);
+    /// let scales = cache.stack_activation("scale", None, Some("ln1")).unwrap();
+    /// assert_eq!(scales.shape(), [2, 1, 4, 1]);
+    /// ```
+    pub fn stack_activation(
+        &self,
+        activation_name: &str,
+        layer: Option<i64>,
+        sublayer_type: Option<&str>,
+    ) -> Result<DynTensor<B>> {
+        let layer = self.resolve_layer(layer, "stack_activation")?;
+        let key = |l: usize| {
+            CacheKey::Parts(
+                activation_name.to_string(),
+                Some(l as i64),
+                sublayer_type.map(str::to_string),
+            )
+        };
+        if layer == 0 {
+            let mut shape = self.get(key(0))?.shape();
+            shape.insert(0, 0);
+            return Ok(DynTensor::zeros(&shape, &self.device()));
+        }
+        let parts = (0..layer)
+            .map(|l| self.get(key(l)))
+            .collect::<Result<Vec<_>>>()?;
+        DynTensor::stack(parts)
+    }
+}

@@ -1,0 +1,186 @@
+//! A small cache with random values, for examples and tests that need one without loading a model.
+//!
+//! The activations are random but keep the residual stream's identities (`resid_mid = resid_pre + attn_out`,
+//! `resid_post = resid_mid + mlp_out`, `hook_scale` computed from the stream it normalises), which is all the
+//! stacking methods rely on. For values that match a real forward pass, build the cache with `tlens-model`.
+
+use std::sync::Arc;
+
+use burn_tensor::{backend::Backend, Tensor, TensorData};
+use indexmap::IndexMap;
+
+use crate::cache::{ActivationCache, ModelParams};
+use crate::config::{ActFn, HookedTransformerConfig, NormalizationType};
+use crate::dyn_tensor::DynTensor;
+use crate::recorder::RunOptions;
+use crate::weights::{AttentionWeights, BlockWeights, MlpWeights, NormWeights, TransformerWeights};
+
+/// Dimensions of the random model: 2 layers, `d_model` 16, 4 heads of 4, `d_mlp` 32, 20 tokens, LayerNorm (`LNPre`,
+/// as after `fold_ln`).
+pub fn random_config() -> HookedTransformerConfig {
+    let mut cfg = HookedTransformerConfig::new(2, 16, 16, 4, 20).expect("a valid config");
+    cfg.d_mlp = Some(32);
+    cfg.act_fn = Some(ActFn::GeluNew);
+    cfg.normalization_type = Some(NormalizationType::LNPre);
+    cfg
+}
+
+/// Deterministic pseudo-random values in `[-1, 1)`.
+struct Lcg(u64);
+
+impl Lcg {
+    fn tensor<B: Backend, const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        device: &burn_tensor::Device<B>,
+    ) -> Tensor<B, D> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((self.0 >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+}
+
+/// Random parameters for [`random_config`] on `device`.
+pub fn random_params<B: Backend>(device: &burn_tensor::Device<B>) -> ModelParams<B> {
+    let cfg = random_config();
+    let (d, h, dh, m, v) = (
+        cfg.d_model,
+        cfg.heads(),
+        cfg.d_head,
+        cfg.mlp_width(),
+        cfg.vocab(),
+    );
+    let mut rng = Lcg(7);
+    let norm = || Some(NormWeights::pre(NormalizationType::LNPre));
+    let blocks = (0..cfg.n_layers)
+        .map(|_| BlockWeights {
+            ln1: norm(),
+            attn: AttentionWeights {
+                W_Q: rng.tensor([h, d, dh], device),
+                W_K: rng.tensor([h, d, dh], device),
+                W_V: rng.tensor([h, d, dh], device),
+                W_O: rng.tensor([h, dh, d], device),
+                b_Q: rng.tensor([h, dh], device),
+                b_K: rng.tensor([h, dh], device),
+                b_V: rng.tensor([h, dh], device),
+                b_O: rng.tensor([d], device),
+            },
+            ln2: norm(),
+            mlp: Some(MlpWeights {
+                W_in: rng.tensor([d, m], device),
+                b_in: rng.tensor([m], device),
+                W_out: rng.tensor([m, d], device),
+                b_out: rng.tensor([d], device),
+                ln: None,
+            }),
+        })
+        .collect();
+    let weights = TransformerWeights {
+        W_E: rng.tensor([v, d], device),
+        W_pos: rng.tensor([cfg.n_ctx, d], device),
+        blocks,
+        ln_final: norm(),
+        W_U: rng.tensor([d, v], device),
+        b_U: rng.tensor([v], device),
+    };
+    ModelParams { cfg, weights }
+}
+
+/// A cache of `batch` sequences of `pos` positions with random activations for [`random_params`], on the backend's
+/// default device, holding every hook of a full run in firing order.
+///
+/// ```
+/// let cache = tlens_cache_core::testing::random_cache::<burn_ndarray::NdArray>(2, 3);
+/// assert_eq!(cache.get("blocks.1.hook_resid_post").unwrap().shape(), [2, 3, 16]);
+/// ```
+pub fn random_cache<B: Backend>(batch: usize, pos: usize) -> ActivationCache<B> {
+    let device = Default::default();
+    let params = random_params::<B>(&device);
+    let cfg = params.cfg.clone();
+    let (d, h, dh, m) = (cfg.d_model, cfg.heads(), cfg.d_head, cfg.mlp_width());
+    let mut rng = Lcg(11);
+    let mut entries: IndexMap<String, DynTensor<B>> = IndexMap::new();
+    let mut put = |k: &str, t: DynTensor<B>| {
+        entries.insert(k.to_string(), t);
+    };
+    let norm = |x: &Tensor<B, 3>| {
+        params.weights.blocks[0]
+            .ln1
+            .as_ref()
+            .expect("LNPre")
+            .forward(x.clone(), cfg.eps)
+    };
+    let embed = rng.tensor([batch, pos, d], &device);
+    let pos_embed = rng
+        .tensor::<B, 2>([pos, d], &device)
+        .unsqueeze::<3>()
+        .expand([batch, pos, d]);
+    put("hook_embed", DynTensor::new(embed.clone()));
+    put("hook_pos_embed", DynTensor::new(pos_embed.clone()));
+    let mut resid = embed + pos_embed;
+    for l in 0..cfg.n_layers {
+        let b = |s: &str| format!("blocks.{l}.{s}");
+        put(&b("hook_resid_pre"), DynTensor::new(resid.clone()));
+        let n1 = norm(&resid);
+        put(&b("ln1.hook_scale"), DynTensor::new(n1.scale));
+        put(&b("ln1.hook_normalized"), DynTensor::new(n1.normalized));
+        for name in ["q", "k", "v"] {
+            put(
+                &b(&format!("attn.hook_{name}")),
+                DynTensor::new(rng.tensor([batch, pos, h, dh], &device)),
+            );
+        }
+        put(
+            &b("attn.hook_attn_scores"),
+            DynTensor::new(rng.tensor([batch, h, pos, pos], &device)),
+        );
+        put(
+            &b("attn.hook_pattern"),
+            DynTensor::new(rng.tensor([batch, h, pos, pos], &device)),
+        );
+        put(
+            &b("attn.hook_z"),
+            DynTensor::new(rng.tensor([batch, pos, h, dh], &device)),
+        );
+        let attn_out = rng.tensor([batch, pos, d], &device);
+        put(&b("hook_attn_out"), DynTensor::new(attn_out.clone()));
+        resid = resid + attn_out;
+        put(&b("hook_resid_mid"), DynTensor::new(resid.clone()));
+        let n2 = norm(&resid);
+        put(&b("ln2.hook_scale"), DynTensor::new(n2.scale));
+        put(&b("ln2.hook_normalized"), DynTensor::new(n2.normalized));
+        put(
+            &b("mlp.hook_pre"),
+            DynTensor::new(rng.tensor([batch, pos, m], &device)),
+        );
+        put(
+            &b("mlp.hook_post"),
+            DynTensor::new(rng.tensor([batch, pos, m], &device)),
+        );
+        let mlp_out = rng.tensor([batch, pos, d], &device);
+        put(&b("hook_mlp_out"), DynTensor::new(mlp_out.clone()));
+        resid = resid + mlp_out;
+        put(&b("hook_resid_post"), DynTensor::new(resid.clone()));
+    }
+    let nf = norm(&resid);
+    put("ln_final.hook_scale", DynTensor::new(nf.scale));
+    put(
+        "ln_final.hook_normalized",
+        DynTensor::new(nf.normalized.clone()),
+    );
+    put("unembed.hook_in", DynTensor::new(nf.normalized.clone()));
+    let logits = nf
+        .normalized
+        .matmul(params.weights.W_U.clone().unsqueeze::<3>())
+        + params.weights.b_U.clone().unsqueeze::<3>();
+    put("unembed.hook_out", DynTensor::new(logits));
+    ActivationCache::new(entries, Arc::new(params), RunOptions::default())
+}
