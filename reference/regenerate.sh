@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Rebuild the test models, rewrite the generated plans, and run every plan in tests/plans/ through the
+# TransformerLens reference, writing tests/golden/<plan-stem>.safetensors. Run reference/setup.sh first.
+# Deterministic: a rerun rewrites identical files.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+PY="$HERE/.venv/bin/python"
+if [ ! -x "$PY" ]; then
+    echo "regenerate.sh: $PY not found; run reference/setup.sh first" >&2
+    exit 1
+fi
+export TOKENIZERS_PARALLELISM=false RAYON_NUM_THREADS=1 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES=""
+cd "$ROOT"
+"$PY" "$HERE/make_models.py"
+"$PY" "$HERE/make_plans.py"
+mkdir -p tests/golden
+args=()
+for plan in tests/plans/*.json; do
+    stem="$(basename "$plan" .json)"
+    args+=("$plan" "tests/golden/$stem.safetensors")
+done
+status=0
+"$PY" "$HERE/run_plan.py" "${args[@]}" || status=1
+"$PY" "$HERE/hf_logits.py" tests/plans/gpt2-tiny.full.json tests/golden/gpt2-tiny.hf-logits.safetensors || status=1
+"$PY" "$HERE/summarize.py" || status=1
+exit $status

@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""Execute a tlens plan with TransformerLens (the reference) and write the golden file.
+
+    python reference/run_plan.py PLAN.json OUT.safetensors [PLAN2.json OUT2.safetensors ...]
+
+Follows shared/spec/plan-format.md: loads the model named by the plan (a Hugging Face GPT-2 folder converted with
+TransformerLens's own GPT-2 conversion, or a TransformerLens config + state dict), runs `run_with_cache` on the plan's
+tokens, then calls `getattr(cache, method)(**decoded_args)` for each call in order. Output layout:
+
+* `logits`            the forward output (float32); absent when `run.stop_at_layer` is set, because TransformerLens
+                      then returns the residual stream instead of logits
+* `cache/<hook>`      every cache entry as `run_with_cache` returned it (snapshot taken before any call)
+* `call/<id>`         the tensor a call returned (the stack when it also returned labels)
+* metadata `labels/<id>` (JSON array of strings), `error/<id>` (one line), `plan` (the plan as JSON)
+
+Exit status is non-zero only when the plan cannot be read or the model cannot be loaded (or the run itself fails).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import struct  # noqa: E402
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+torch.set_grad_enabled(False)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+SLICE_ARGS = {"pos_slice", "batch_slice", "neuron_slice"}
+TENSOR_ARGS = {"tokens", "incorrect_tokens", "project_output_onto"}
+STACK_ARGS = {"residual_stack"}
+PROCESSING_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+
+
+class PlanError(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model loading
+# ----------------------------------------------------------------------------------------------------------------------
+
+def processing_flags(plan: dict, default: bool) -> dict:
+    proc = plan.get("processing") or {}
+    unknown = set(proc) - set(PROCESSING_FLAGS)
+    if unknown:
+        raise PlanError(f"unknown processing flags: {sorted(unknown)}")
+    return {k: bool(proc.get(k, default)) for k in PROCESSING_FLAGS}
+
+
+def load_hf_model(model_dir: Path, flags: dict):
+    """Mirror HookedTransformer.from_pretrained for a local GPT-2 folder (no hub access).
+
+    from_pretrained = get_pretrained_model_config -> convert_gpt2_weights (via get_pretrained_state_dict) ->
+    HookedTransformer(cfg, tokenizer=None, move_to_device=False) -> load_and_process_state_dict. The HF weights are
+    loaded upcast to float32 whatever their stored dtype; the model always runs in float32.
+    """
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+    from transformers import GPT2LMHeadModel
+
+    hf_model = GPT2LMHeadModel.from_pretrained(str(model_dir), dtype=torch.float32)
+    hf_model.eval()
+    cfg = loading.get_pretrained_model_config(
+        str(model_dir), fold_ln=flags["fold_ln"], device="cpu", dtype=torch.float32
+    )
+    if cfg.original_architecture != "GPT2LMHeadModel":
+        raise PlanError(f"{model_dir}: not a GPT-2 model ({cfg.original_architecture})")
+    state_dict = convert_gpt2_weights(hf_model, cfg)
+    state_dict = {k: v.detach().to(torch.float32) for k, v in state_dict.items()}
+    has_tokenizer = (model_dir / "tokenizer.json").exists() or (model_dir / "vocab.json").exists()
+    if not has_tokenizer:
+        cfg.tokenizer_name = None
+    model = HookedTransformer(cfg, None, move_to_device=False)
+    model.load_and_process_state_dict(state_dict, refactor_factored_attn_matrices=False, **flags)
+    model.eval()
+    return model
+
+
+def load_tl_model(spec: dict, base: Path, flags: dict):
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg_json = json.loads((base / spec["config"]).read_text())
+    cfg_json = dict(cfg_json)
+    cfg_json["device"] = "cpu"
+    cfg_json["dtype"] = torch.float32
+    cfg = HookedTransformerConfig(**cfg_json)
+    torch.manual_seed(0)
+    model = HookedTransformer(cfg, None, move_to_device=False)
+    state_dict = {k: v.to(torch.float32) for k, v in load_file(str(base / spec["weights"])).items()}
+    model.load_and_process_state_dict(state_dict, refactor_factored_attn_matrices=False, **flags)
+    model.eval()
+    return model
+
+
+def load_model(plan: dict, base: Path):
+    spec = plan.get("model")
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise PlanError("plan.model must be exactly one of {'hf': DIR} or {'tl': {...}}")
+    if "hf" in spec:
+        return load_hf_model(base / spec["hf"], processing_flags(plan, True))
+    if "tl" in spec:
+        return load_tl_model(spec["tl"], base, processing_flags(plan, False))
+    raise PlanError(f"unknown model kind {list(spec)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Argument decoding (plan-format.md, "Argument values")
+# ----------------------------------------------------------------------------------------------------------------------
+
+def decode_slice(v: Any):
+    if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+        return v
+    if isinstance(v, dict) and len(v) == 1:
+        if "range" in v:
+            items = v["range"]
+            if not isinstance(items, list) or not 1 <= len(items) <= 3:
+                raise PlanError(f"bad range {v}")
+            return slice(*items)
+        if "indices" in v:
+            return [int(i) for i in v["indices"]]
+    raise PlanError(f"bad slice value {v!r}")
+
+
+def _all_ints(x) -> bool:
+    if isinstance(x, list):
+        return all(_all_ints(i) for i in x)
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def decode_tensor(v: Any):
+    if isinstance(v, (int, str)) and not isinstance(v, bool):
+        return v
+    if isinstance(v, dict) and set(v) == {"tensor"}:
+        data = v["tensor"]
+        if _all_ints(data):
+            return torch.tensor(data, dtype=torch.int64)
+        return torch.tensor(data, dtype=torch.float32)
+    raise PlanError(f"bad tensor value {v!r}")
+
+
+def decode_stack(v: Any, outputs: dict):
+    if isinstance(v, dict) and set(v) == {"ref"}:
+        ref = v["ref"]
+        if ref not in outputs:
+            raise KeyError(f"ref {ref!r} names no earlier call with an output")
+        return outputs[ref]
+    return decode_generic(v, outputs)
+
+
+def decode_generic(v: Any, outputs: dict):
+    if isinstance(v, dict) and len(v) == 1:
+        (k,) = v
+        if k == "ref":
+            return decode_stack(v, outputs)
+        if k == "tensor":
+            return decode_tensor(v)
+        if k in ("range", "indices"):
+            return decode_slice(v)
+    return v
+
+
+def decode_args(args: dict, outputs: dict) -> dict:
+    out = {}
+    for name, v in args.items():
+        if name in SLICE_ARGS:
+            out[name] = decode_slice(v)
+        elif name in TENSOR_ARGS:
+            out[name] = decode_tensor(v)
+        elif name in STACK_ARGS:
+            out[name] = decode_stack(v, outputs)
+        else:
+            out[name] = decode_generic(v, outputs)
+    return out
+
+
+def decode_key(k: Any):
+    if isinstance(k, list):
+        return tuple(k)
+    return k
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Execution
+# ----------------------------------------------------------------------------------------------------------------------
+
+def to_store(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().cpu()
+    if t.is_floating_point() or t.is_complex():
+        t = t.to(torch.float32)
+    else:
+        t = t.to(torch.int64)
+    return t.clone().contiguous()
+
+
+_ST_DTYPES = {torch.float32: "F32", torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
+    """Write a safetensors file byte-for-byte deterministically.
+
+    safetensors' own writer keeps the metadata in a hash map, so its key order (and the file bytes) change from run to
+    run; here the header is compact JSON with `__metadata__` first and tensors sorted by name, data in the same order.
+    """
+    header: dict = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(metadata[k]) for k in sorted(metadata)}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        if t.dtype not in _ST_DTYPES:
+            raise TypeError(f"{name}: unsupported dtype {t.dtype}")
+        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    hb = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    hb += b" " * (-len(hb) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for b in blobs:
+            f.write(b)
+
+
+def one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def run_plan(plan: dict, base: Path):
+    from transformer_lens.ActivationCache import ActivationCache
+
+    model = load_model(plan, base)
+
+    tokens = plan.get("tokens")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(r, list) for r in tokens):
+        raise PlanError("plan.tokens must be a non-empty list of rows")
+    if len({len(r) for r in tokens}) != 1:
+        raise PlanError("plan.tokens rows must have equal length")
+    tokens_t = torch.tensor(tokens, dtype=torch.int64)
+
+    run = plan.get("run") or {}
+    run_kwargs: dict = {}
+    if run.get("remove_batch_dim"):
+        run_kwargs["remove_batch_dim"] = True
+    if run.get("names_filter") is not None:
+        run_kwargs["names_filter"] = list(run["names_filter"])
+    if run.get("stop_at_layer") is not None:
+        run_kwargs["stop_at_layer"] = int(run["stop_at_layer"])
+    if run.get("pos_slice") is not None:
+        run_kwargs["pos_slice"] = decode_slice(run["pos_slice"])
+
+    out, cache = model.run_with_cache(tokens_t, **run_kwargs)
+
+    tensors: dict[str, torch.Tensor] = {}
+    metadata: dict[str, str] = {}
+    if run.get("stop_at_layer") is None and isinstance(out, torch.Tensor):
+        tensors["logits"] = to_store(out)
+    for name, value in cache.cache_dict.items():
+        tensors[f"cache/{name}"] = to_store(value)
+
+    outputs: dict[str, torch.Tensor] = {}
+    seen: set = set()
+    for call in plan.get("calls") or []:
+        cid = call.get("id")
+        method = call.get("method")
+        if not isinstance(cid, str) or not isinstance(method, str):
+            raise PlanError(f"bad call {call!r}")
+        if cid in seen:
+            raise PlanError(f"duplicate call id {cid!r}")
+        seen.add(cid)
+        args = call.get("args") or {}
+        try:
+            if method == "__getitem__":
+                if set(args) != {"key"}:
+                    raise TypeError("__getitem__ takes exactly {'key': K}")
+                result = cache[decode_key(args["key"])]
+            else:
+                if method.startswith("_"):
+                    raise AttributeError(f"'ActivationCache' method {method!r} is not public")
+                fn = getattr(cache, method)
+                result = fn(**decode_args(args, outputs))
+        except Exception as e:  # noqa: BLE001 - every failure is recorded, as the plan format says
+            metadata[f"error/{cid}"] = one_line(e)
+            continue
+
+        if isinstance(result, ActivationCache):
+            cache = result  # apply_slice_to_batch_dim / remove_batch_dim: later calls use it
+            continue
+        if result is None:
+            continue  # compute_head_results
+        labels = None
+        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], list):
+            result, labels = result
+        if not isinstance(result, torch.Tensor):
+            metadata[f"error/{cid}"] = f"UnsupportedReturn: {type(result).__name__}"
+            continue
+        outputs[cid] = result
+        tensors[f"call/{cid}"] = to_store(result)
+        if labels is not None:
+            metadata[f"labels/{cid}"] = json.dumps([str(x) for x in labels])
+
+    metadata["plan"] = json.dumps(plan, separators=(",", ":"))
+    return tensors, metadata
+
+
+def run_one(plan_path: Path, out_path: Path) -> int:
+    try:
+        plan = json.loads(plan_path.read_text())
+        if not isinstance(plan, dict):
+            raise PlanError("plan must be a JSON object")
+        torch.manual_seed(0)
+        tensors, metadata = run_plan(plan, plan_path.resolve().parent)
+    except Exception as e:  # noqa: BLE001
+        print(f"run_plan: {plan_path}: {one_line(e)}", file=sys.stderr)
+        return 1
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(tensors, out_path, metadata)
+    n_err = sum(1 for k in metadata if k.startswith("error/"))
+    n_call = sum(1 for k in tensors if k.startswith("call/"))
+    print(f"{plan_path.name}: {len(tensors)} tensors ({n_call} calls), {n_err} errors -> {out_path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """`run_plan.py PLAN OUT [PLAN OUT ...]`: several pairs share one interpreter start (regenerate.sh)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or len(argv) % 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001
+        pass
+    status = 0
+    for i in range(0, len(argv), 2):
+        status |= run_one(Path(argv[i]), Path(argv[i + 1]))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
