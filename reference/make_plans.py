@@ -821,7 +821,7 @@ def build_plans():
         calls=filtered_calls(T), comment="names_filter with 3 names; most cache methods then fail")
     plans["gpt2-tiny.run-stop-at-layer"] = plan(
         HF, T["full"], run={"stop_at_layer": 1}, calls=stop_calls(T),
-        comment="stop_at_layer=1: embeddings and block 0 only; no `logits` in the output (TL returns the residual)")
+        comment="stop_at_layer=1: embeddings and block 0 only; `logits` holds the residual stream TL returns instead")
     plans["gpt2-tiny.run-remove-batch-dim"] = plan(
         HF, T["one"], run={"remove_batch_dim": True},
         calls=[call("acc_ln", "accumulated_resid", incl_mid=True, apply_ln=True, return_labels=True),

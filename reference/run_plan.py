@@ -7,11 +7,12 @@ Follows shared/spec/plan-format.md: loads the model named by the plan (a Hugging
 TransformerLens's own GPT-2 conversion, or a TransformerLens config + state dict), runs `run_with_cache` on the plan's
 tokens, then calls `getattr(cache, method)(**decoded_args)` for each call in order. Output layout:
 
-* `logits`            the forward output (float32); absent when `run.stop_at_layer` is set, because TransformerLens
-                      then returns the residual stream instead of logits
+* `logits`            the forward output (float32): the logits, or, when `run.stop_at_layer` is set, the residual
+                      stream TransformerLens returns instead (`[B, P, d_model]`)
 * `cache/<hook>`      every cache entry as `run_with_cache` returned it (snapshot taken before any call)
 * `call/<id>`         the tensor a call returned (the stack when it also returned labels)
-* metadata `labels/<id>` (JSON array of strings), `error/<id>` (one line), `plan` (the plan as JSON)
+* metadata `labels/<id>` (compact JSON array of strings), `error/<id>` (one line: `ExceptionType: message`),
+  `plan` (the plan file's text)
 
 Exit status is non-zero only when the plan cannot be read or the model cannot be loaded (or the run itself fails).
 """
@@ -271,8 +272,9 @@ def run_plan(plan: dict, base: Path):
 
     tensors: dict[str, torch.Tensor] = {}
     metadata: dict[str, str] = {}
-    if run.get("stop_at_layer") is None and isinstance(out, torch.Tensor):
-        tensors["logits"] = to_store(out)
+    if not isinstance(out, torch.Tensor):
+        raise PlanError(f"run_with_cache returned {type(out).__name__}, not a tensor")
+    tensors["logits"] = to_store(out)
     for name, value in cache.cache_dict.items():
         tensors[f"cache/{name}"] = to_store(value)
 
@@ -315,19 +317,20 @@ def run_plan(plan: dict, base: Path):
         outputs[cid] = result
         tensors[f"call/{cid}"] = to_store(result)
         if labels is not None:
-            metadata[f"labels/{cid}"] = json.dumps([str(x) for x in labels])
+            metadata[f"labels/{cid}"] = json.dumps([str(x) for x in labels], separators=(",", ":"))
 
-    metadata["plan"] = json.dumps(plan, separators=(",", ":"))
     return tensors, metadata
 
 
 def run_one(plan_path: Path, out_path: Path) -> int:
     try:
-        plan = json.loads(plan_path.read_text())
+        text = plan_path.read_text()
+        plan = json.loads(text)
         if not isinstance(plan, dict):
             raise PlanError("plan must be a JSON object")
         torch.manual_seed(0)
         tensors, metadata = run_plan(plan, plan_path.resolve().parent)
+        metadata["plan"] = text  # the plan file's own text
     except Exception as e:  # noqa: BLE001
         print(f"run_plan: {plan_path}: {one_line(e)}", file=sys.stderr)
         return 1
