@@ -1220,3 +1220,67 @@ fn projection_never_builds_the_neuron_by_d_model_tensor() {
         assert_eq!(s.tensor.shape(), [2 * m, 8, 10]);
     }
 }
+
+#[test]
+fn logit_lens_final_row_is_the_model_output() {
+    use tlens_cache_core::{LensOutput, LogitLens};
+    let model = tl_model("tl-ln-relu", tlens_model::Processing::none()); // unfolded LN: ln_final's weights matter
+    let (logits, cache) = model
+        .run_with_cache(&prompts(), tlens_cache_core::RunOptions::default())
+        .unwrap();
+    let logits = DynTensor::new(logits);
+    let lens = cache
+        .logit_lens(LogitLens {
+            incl_mid: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        lens.labels,
+        ["0_pre", "0_mid", "1_pre", "1_mid", "final_post"]
+    );
+    assert_isclose(
+        &lens.tensor.clone().index(0, 4).unwrap(),
+        &logits,
+        1e-5,
+        1e-4,
+        "final_post logits",
+    );
+
+    let targets = TokenIds::from(vec![5, 0, 17]);
+    let probs = cache
+        .logit_lens(LogitLens {
+            targets: Some(targets),
+            return_type: LensOutput::Probs,
+            pos_slice: pos_last(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(probs.tensor.shape(), [3, 8, 3]);
+    let full = logits
+        .index(1, 9)
+        .unwrap()
+        .map(|t| burn_tensor::activation::softmax(t, 5))
+        .select(-1, &[5, 0, 17])
+        .unwrap();
+    assert_isclose(
+        &probs.tensor.index(0, 2).unwrap(),
+        &full,
+        1e-6,
+        1e-4,
+        "final_post probabilities",
+    );
+}
+
+#[test]
+fn to_keeps_every_activation() {
+    let cache = solu_cache();
+    let moved = cache.clone().to(&Default::default());
+    assert_eq!(
+        moved.keys().collect::<Vec<_>>(),
+        cache.keys().collect::<Vec<_>>()
+    );
+    for (key, value) in cache.items() {
+        assert_equal(&moved.get(key).unwrap(), value, key);
+    }
+}

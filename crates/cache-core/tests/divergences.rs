@@ -8,6 +8,7 @@ use common::*;
 use tlens_cache_core::{
     AccumulatedResid, ApplyLnToStack, DecomposeResid, DynTensor, GetFullResidDecomposition,
     GetNeuronResults, LogitAttrs, RunOptions, Slice, StackHeadResults, StackNeuronResults,
+    TokenIds,
 };
 use tlens_model::{Processing, TokenBatch};
 
@@ -392,4 +393,41 @@ fn empty_stack_shape_does_not_need_hook_embed() {
         .stack_neuron_results(Some(0), StackNeuronResults::default())
         .unwrap_err();
     assert!(err.to_string().contains("hook_embed"), "{err}");
+}
+
+/// TransformerLens 3.9 broadcasts a `[batch]` token tensor against the *last* axis of a `[n, batch, pos]` stack, i.e.
+/// against positions (an error unless `batch == pos`, and silently wrong when they are equal). As in TransformerLens
+/// 4, one token per sequence is broadcast over the kept positions.
+#[test]
+fn batch_tokens_broadcast_over_positions() {
+    let cache = solu_cache();
+    let acc = cache
+        .accumulated_resid(AccumulatedResid::default())
+        .unwrap()
+        .tensor; // [3, 8, 10, D]
+    let tokens: Vec<i64> = (0..8).collect();
+    let per_sequence = cache
+        .logit_attrs(
+            acc.clone(),
+            TokenIds::from(tokens.clone()),
+            LogitAttrs::default(),
+        )
+        .unwrap();
+    assert_eq!(per_sequence.shape(), [3, 8, 10]);
+    let grid: Vec<i64> = tokens
+        .iter()
+        .flat_map(|&t| std::iter::repeat_n(t, 10))
+        .collect();
+    let per_position = cache
+        .logit_attrs(
+            acc,
+            TokenIds::new(grid, vec![8, 10]).unwrap(),
+            LogitAttrs::default(),
+        )
+        .unwrap();
+    assert_equal(
+        &per_sequence,
+        &per_position,
+        "[batch] tokens = [batch, pos] tokens repeated over positions",
+    );
 }
