@@ -255,3 +255,102 @@ fn nested(v: &Value) -> Result<(Vec<f64>, Vec<usize>, bool), String> {
         other => Err(format!("not a number or a list: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn slices_decode_every_encoding() {
+        assert_eq!(slice(&json!(null)).unwrap(), Slice::All);
+        assert_eq!(slice(&json!(-1)).unwrap(), Slice::Index(-1));
+        assert_eq!(slice(&json!([0, 2])).unwrap(), Slice::Indices(vec![0, 2]));
+        assert_eq!(
+            slice(&json!({"indices": [3]})).unwrap(),
+            Slice::Indices(vec![3])
+        );
+        assert_eq!(
+            slice(&json!({"range": [4]})).unwrap(),
+            Slice::Range {
+                start: None,
+                stop: Some(4),
+                step: None
+            }
+        );
+        assert_eq!(
+            slice(&json!({"range": [1, null, 2]})).unwrap(),
+            Slice::Range {
+                start: Some(1),
+                stop: None,
+                step: Some(2)
+            }
+        );
+        assert!(slice(&json!({"range": []})).is_err());
+        assert!(slice(&json!("x")).is_err());
+        assert!(slice(&json!(1.5)).is_err());
+    }
+
+    #[test]
+    fn unknown_argument_names_are_errors() {
+        let m = map(json!({"layer": 1, "incl_mids": true}));
+        let err = Args::new("accumulated_resid", &m, &["layer", "incl_mid"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("incl_mids"), "{err}");
+        let m = map(json!({}));
+        assert!(Args::new("remove_batch_dim", &m, &[]).is_ok());
+    }
+
+    #[test]
+    fn values_decode_with_defaults_and_type_checks() {
+        let m = map(
+            json!({"layer": null, "apply_ln": true, "mode": "mlp", "tokens": {"tensor": [[1, 2], [3, 4]]}, "bad": "yes"}),
+        );
+        let a = Args::new(
+            "m",
+            &m,
+            &["layer", "apply_ln", "mode", "tokens", "bad", "absent"],
+        )
+        .unwrap();
+        assert_eq!(a.opt_int("layer").unwrap(), None);
+        assert!(a.bool("apply_ln", false).unwrap());
+        assert!(!a.bool("absent", false).unwrap());
+        assert!(a.bool("bad", false).is_err());
+        assert_eq!(a.opt_str("mode").unwrap(), Some("mlp"));
+        assert!(a.int("absent").is_err());
+        let t = a.tokens("tokens", None).unwrap().unwrap();
+        assert_eq!((t.ids, t.shape), (vec![1, 2, 3, 4], vec![2, 2]));
+        assert!(
+            a.tokens("bad", None).is_err(),
+            "a string token needs a tokenizer"
+        );
+    }
+
+    #[test]
+    fn tensors_and_references() {
+        let m = map(
+            json!({"p": {"tensor": [[0.5, 1], [2, 3]]}, "ragged": {"tensor": [[1], [1, 2]]}, "f": {"tensor": [1.5]}, "s": {"ref": "acc"}}),
+        );
+        let a = Args::new("m", &m, &["p", "ragged", "f", "s"]).unwrap();
+        let p = a
+            .float_tensor::<burn_ndarray::NdArray>("p", &Default::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.shape(), p.to_vec()),
+            (vec![2, 2], vec![0.5, 1.0, 2.0, 3.0])
+        );
+        assert!(a
+            .float_tensor::<burn_ndarray::NdArray>("ragged", &Default::default())
+            .is_err());
+        assert!(a.tokens("f", None).is_err(), "token ids must be integers");
+        assert_eq!(a.reference("s").unwrap(), "acc");
+        assert!(a.reference("p").is_err());
+    }
+}
