@@ -140,6 +140,21 @@ impl<B: Backend> ActivationCache<B> {
         }
     }
 
+    /// A stack with zero rows `[0, *batch_and_pos, width]` (`width` defaults to `d_model`).
+    pub(crate) fn empty_rows(
+        &self,
+        method: &'static str,
+        pos_slice: &Slice,
+        width: Option<usize>,
+    ) -> Result<DynTensor<B>> {
+        let mut shape = self.resid_shape(method, pos_slice)?;
+        shape.insert(0, 0);
+        if let Some(w) = width {
+            *shape.last_mut().expect("a d_model axis") = w;
+        }
+        Ok(DynTensor::zeros(&shape, &self.device()))
+    }
+
     /// The layer the run stopped before, if it stopped early.
     pub fn stopped_at(&self) -> Option<usize> {
         let n = self.model.cfg.n_layers as i64;

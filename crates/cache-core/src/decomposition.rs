@@ -158,7 +158,7 @@ impl<B: Backend> ActivationCache<B> {
         blocks.push(finish(bias)?);
         labels.push("bias".to_string());
 
-        let mut tensor = concat_rows(blocks, DynTensor::zeros(&[0], &self.device()))?;
+        let mut tensor = concat_rows(blocks, || self.empty_rows(METHOD, &pos_slice, None))?;
         if squeeze {
             tensor = tensor.squeeze(-1)?;
         }

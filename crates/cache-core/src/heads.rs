@@ -106,10 +106,7 @@ impl<B: Backend> ActivationCache<B> {
             );
             labels.extend((0..heads).map(|h| format!("L{l}H{h}")));
         }
-        let mut shape = self.resid_shape(METHOD, &args.pos_slice)?;
-        shape.insert(0, 0);
-        let empty = DynTensor::zeros(&shape, &self.device());
-        let mut tensor = concat_rows(rows, empty)?;
+        let mut tensor = concat_rows(rows, || self.empty_rows(METHOD, &args.pos_slice, None))?;
         if args.incl_remainder {
             let stream = self.stream_into(METHOD, layer, &args.pos_slice)?;
             tensor = self.append_remainder(METHOD, tensor, stream)?;
@@ -158,15 +155,11 @@ impl<B: Backend> ActivationCache<B> {
                 target.shape()
             )));
         }
-        let remainder = if stack.dim(0)? == 0 {
-            target
-        } else {
-            target.sub(stack.clone().sum_axis(0)?)?
-        };
-        concat_rows(
-            vec![stack, remainder.unsqueeze(0)?],
-            DynTensor::zeros(&[0], &self.device()),
-        )
+        if stack.dim(0)? == 0 {
+            return target.unsqueeze(0);
+        }
+        let remainder = target.sub(stack.clone().sum_axis(0)?)?;
+        DynTensor::cat(vec![stack, remainder.unsqueeze(0)?], 0)
     }
 
     /// The activation `activation_name` of every layer before `layer`, stacked: TransformerLens's

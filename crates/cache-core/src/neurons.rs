@@ -255,11 +255,7 @@ impl<B: Backend> ActivationCache<B> {
             };
             rows.push(row.movedim(-2, 0)?);
         }
-        let mut shape = self.resid_shape(method, pos_slice)?;
-        shape.insert(0, 0);
-        if let Some(p) = p {
-            *shape.last_mut().expect("d_model axis") = p.dim(-1)?;
-        }
-        concat_rows(rows, DynTensor::zeros(&shape, &self.device()))
+        let width = p.map(|p| p.dim(-1)).transpose()?;
+        concat_rows(rows, || self.empty_rows(method, pos_slice, width))
     }
 }

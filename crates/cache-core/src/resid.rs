@@ -279,9 +279,7 @@ impl<B: Backend> ActivationCache<B> {
         pos_slice: &Slice,
     ) -> Result<DynTensor<B>> {
         if keys.is_empty() {
-            let mut shape = self.resid_shape(method, pos_slice)?;
-            shape.insert(0, 0);
-            return Ok(DynTensor::zeros(&shape, &self.device()));
+            return self.empty_rows(method, pos_slice, None);
         }
         let parts = keys
             .iter()

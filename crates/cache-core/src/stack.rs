@@ -38,15 +38,15 @@ impl<B: Backend> Stack<B> {
     }
 }
 
-/// Concatenates stacks (each `[n_i, ...]`) on the component axis, skipping empty ones; `empty` is returned when every
-/// part is empty.
+/// Concatenates stacks (each `[n_i, ...]`) on the component axis, skipping empty ones; `empty()` is returned when
+/// every part is empty.
 pub(crate) fn concat_rows<B: Backend>(
     parts: Vec<DynTensor<B>>,
-    empty: DynTensor<B>,
+    empty: impl FnOnce() -> Result<DynTensor<B>>,
 ) -> Result<DynTensor<B>> {
     let mut parts: Vec<DynTensor<B>> = parts.into_iter().filter(|p| p.numel() > 0).collect();
     match parts.len() {
-        0 => Ok(empty),
+        0 => empty(),
         1 => Ok(parts.pop().expect("one part")),
         _ => DynTensor::cat(parts, 0),
     }
