@@ -1,4 +1,5 @@
-//! Loading a model: a Hugging Face GPT-2 folder (from disk or from bytes), or a TransformerLens config and state dict.
+//! Loading a model: a Hugging Face GPT-2 folder (from disk or from bytes), a TransformerLens config and state dict
+//! (from disk or from bytes), or a folder of either kind ([`load_folder`]).
 
 use std::path::Path;
 
@@ -77,11 +78,67 @@ pub fn load_transformerlens<B: Backend>(
     device: &burn_tensor::Device<B>,
 ) -> Result<HookedTransformer<B>> {
     let text = std::fs::read_to_string(config).map_err(|e| ModelError::io(config, e))?;
-    let cfg = HookedTransformerConfig::from_json(&text).map_err(|e| ModelError::Config {
-        path: config.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let cfg = tl_config(&text, &config.display().to_string())?;
     build(cfg, TensorFile::read(weights)?, processing, device)
+}
+
+/// [`load_transformerlens`] from the contents of the files (for models embedded in a binary), with the tokenizer
+/// that goes with it.
+pub fn load_transformerlens_bytes<B: Backend>(
+    config_json: &str,
+    safetensors: &[u8],
+    tokenizer_json: Option<&[u8]>,
+    processing: Processing,
+    device: &burn_tensor::Device<B>,
+) -> Result<LoadedModel<B>> {
+    let cfg = tl_config(config_json, "config.json")?;
+    let model = build(
+        cfg,
+        TensorFile::parse(safetensors, "weights.safetensors")?,
+        processing,
+        device,
+    )?;
+    let tokenizer = tokenizer_json.map(Tokenizer::from_json_bytes).transpose()?;
+    checked(model, tokenizer, "embedded model")
+}
+
+/// Loads a model folder of either kind, telling them apart by their files:
+/// - a Hugging Face GPT-2 folder: `config.json` (Hugging Face fields) and `model.safetensors`;
+/// - a TransformerLens folder: `config.json` (TransformerLens fields: `d_model`, `n_layers`, ...) and
+///   `weights.safetensors` (a TransformerLens state dict).
+///
+/// Either may hold a tokenizer (`tokenizer.json`, or `vocab.json` + `merges.txt`).
+pub fn load_folder<B: Backend>(
+    dir: &Path,
+    processing: Processing,
+    device: &burn_tensor::Device<B>,
+) -> Result<LoadedModel<B>> {
+    if !dir.is_dir() {
+        return Err(ModelError::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+        ));
+    }
+    let tl_weights = dir.join("weights.safetensors");
+    if tl_weights.exists() && !dir.join("model.safetensors").exists() {
+        let config = dir.join("config.json");
+        let text = std::fs::read_to_string(&config).map_err(|e| ModelError::io(&config, e))?;
+        let cfg = tl_config(&text, &config.display().to_string())?;
+        let model = build(cfg, TensorFile::read(&tl_weights)?, processing, device)?;
+        return checked(
+            model,
+            Tokenizer::from_folder(dir)?,
+            &dir.display().to_string(),
+        );
+    }
+    load_hf_gpt2(dir, processing, device)
+}
+
+fn tl_config(text: &str, path: &str) -> Result<HookedTransformerConfig> {
+    HookedTransformerConfig::from_json(text).map_err(|e| ModelError::Config {
+        path: path.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn build_hf<B: Backend>(
