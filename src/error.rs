@@ -21,6 +21,9 @@ pub enum TlensError {
         /// What is wrong with it.
         message: String,
     },
+    /// An analysis asked for something the model or cache cannot give (a position past the end, ...).
+    #[error("{0}")]
+    Analysis(String),
     /// A backend that is not compiled in or cannot start.
     #[error("backend: {0}")]
     Backend(String),

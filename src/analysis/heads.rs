@@ -1,0 +1,274 @@
+//! Attention patterns and the standard per-head scores of TransformerLens's induction demos.
+//!
+//! On a batch of sequences `[BOS, r₁ … rₙ, r₁ … rₙ]` (`rᵢ` random tokens from a fixed seed; no BOS when the model has
+//! no tokenizer to name one), with `pattern[q, k]` the attention of query position `q` to key position `k`:
+//!
+//! - **induction score**: the mean, over the queries of the repeated half, of `pattern[q, q − n + 1]` — attention to
+//!   the token *after* the earlier occurrence of the current token (the stripe at offset `1 − n`);
+//! - **duplicate-token score**: the same mean of `pattern[q, q − n]` — attention to the earlier occurrence itself;
+//! - **previous-token score**: the mean, over every query but the first, of `pattern[q, q − 1]`.
+//!
+//! Every score is averaged over the batch; each lies in `[0, 1]`.
+
+use burn_tensor::backend::Backend;
+use serde::Serialize;
+use tlens_cache_core::{ActivationCache, NamesFilter, RunOptions};
+use tlens_model::{HookedTransformer, TokenBatch};
+
+use super::check_batch_index;
+use super::lens::to_f32;
+use crate::error::{Result, TlensError};
+
+/// Arguments of [`head_scores`].
+#[derive(Clone, Debug)]
+pub struct HeadScoresArgs {
+    /// Length `n` of the random sequence (it appears twice); `None`: `min(50, (n_ctx − 1) / 2)`.
+    pub seq_len: Option<usize>,
+    /// How many random sequences. Default 8.
+    pub batch: usize,
+    /// Seed of the random tokens. Default 0.
+    pub seed: u64,
+}
+
+impl Default for HeadScoresArgs {
+    fn default() -> Self {
+        Self {
+            seq_len: None,
+            batch: 8,
+            seed: 0,
+        }
+    }
+}
+
+/// Per-head scores on repeated random tokens, `[layer][head]`.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeadScores {
+    /// The induction score of each head.
+    pub induction: Vec<Vec<f32>>,
+    /// The previous-token score of each head.
+    pub prev_token: Vec<Vec<f32>>,
+    /// The duplicate-token score of each head.
+    pub duplicate: Vec<Vec<f32>>,
+    /// The random sequence's length `n`.
+    pub seq_len: usize,
+    /// How many sequences were averaged.
+    pub batch: usize,
+    /// The seed.
+    pub seed: u64,
+    /// The first sequence (`[BOS,] r, r`), for display.
+    pub tokens: Vec<u32>,
+    /// Attention patterns of the first sequence: `patterns[layer][head]` is `[q][k]` flattened row-major.
+    pub patterns: Vec<Vec<Vec<f32>>>,
+}
+
+impl HeadScores {
+    /// The head with the highest induction score: `(layer, head, score)`.
+    pub fn best_induction(&self) -> (usize, usize, f32) {
+        best(&self.induction)
+    }
+
+    /// The head with the highest previous-token score: `(layer, head, score)`.
+    pub fn best_prev_token(&self) -> (usize, usize, f32) {
+        best(&self.prev_token)
+    }
+
+    /// One line: which head is the clearest induction head, and how clear.
+    pub fn headline(&self) -> String {
+        let (l, h, s) = self.best_induction();
+        if s >= INDUCTION_THRESHOLD {
+            format!("L{l}H{h} is an induction head, score {s:.2}")
+        } else {
+            format!(
+                "no clear induction head: the highest induction score is {s:.2} (L{l}H{h}; a clear one scores ≥ {INDUCTION_THRESHOLD})"
+            )
+        }
+    }
+}
+
+/// The induction score from which a head counts as an induction head in the headline.
+pub const INDUCTION_THRESHOLD: f32 = 0.4;
+
+fn best(scores: &[Vec<f32>]) -> (usize, usize, f32) {
+    let mut out = (0, 0, f32::NEG_INFINITY);
+    for (l, row) in scores.iter().enumerate() {
+        for (h, &s) in row.iter().enumerate() {
+            if s > out.2 {
+                out = (l, h, s);
+            }
+        }
+    }
+    out
+}
+
+/// `batch` rows of `[bos,] r, r` with `r` `seq_len` tokens drawn uniformly from `0..vocab` (never `bos`), from a
+/// fixed seed (SplitMix64): the same tokens on every machine and backend.
+///
+/// ```
+/// let t = tlens::analysis::heads::repeated_random_tokens(100, Some(0), 5, 2, 42).unwrap();
+/// assert_eq!((t.batch(), t.positions()), (2, 11));
+/// assert_eq!(t.row(0)[1..6], t.row(0)[6..11]);
+/// ```
+pub fn repeated_random_tokens(
+    vocab: usize,
+    bos: Option<u32>,
+    seq_len: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<TokenBatch> {
+    if seq_len < 2 || batch == 0 || vocab < 2 {
+        return Err(TlensError::Analysis(format!(
+            "repeated random tokens need a sequence of at least 2 tokens, a batch of at least 1 and a vocabulary of \
+             at least 2 (got {seq_len}, {batch}, {vocab})"
+        )));
+    }
+    let mut state = seed;
+    let mut next = move || {
+        // SplitMix64.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let rows: Vec<Vec<u32>> = (0..batch)
+        .map(|_| {
+            let r: Vec<u32> = (0..seq_len)
+                .map(|_| loop {
+                    let t = (next() % vocab as u64) as u32;
+                    if Some(t) != bos {
+                        break t;
+                    }
+                })
+                .collect();
+            bos.into_iter()
+                .chain(r.iter().copied())
+                .chain(r.iter().copied())
+                .collect()
+        })
+        .collect();
+    Ok(TokenBatch::new(&rows)?)
+}
+
+/// Induction, duplicate-token and previous-token scores of every head on repeated random tokens.
+///
+/// `bos` is the token to put first (the tokenizer's BOS); `None` starts straight with the random tokens.
+pub fn head_scores<B: Backend>(
+    model: &HookedTransformer<B>,
+    args: &HeadScoresArgs,
+    bos: Option<u32>,
+) -> Result<HeadScores> {
+    let cfg = model.cfg();
+    let prefix = usize::from(bos.is_some());
+    let seq_len = args
+        .seq_len
+        .unwrap_or_else(|| 50.min(cfg.n_ctx.saturating_sub(prefix) / 2));
+    if prefix + 2 * seq_len > cfg.n_ctx {
+        return Err(TlensError::Analysis(format!(
+            "a repeated sequence of {seq_len} tokens needs {} positions; the model has {}",
+            prefix + 2 * seq_len,
+            cfg.n_ctx
+        )));
+    }
+    let tokens = repeated_random_tokens(cfg.vocab(), bos, seq_len, args.batch, args.seed)?;
+    let names = (0..cfg.n_layers)
+        .map(|l| format!("blocks.{l}.attn.hook_pattern"))
+        .collect();
+    let (_, cache) = model.run_with_cache(
+        &tokens,
+        RunOptions {
+            names_filter: NamesFilter::Names(names),
+            ..Default::default()
+        },
+    )?;
+    let n = seq_len;
+    let p = tokens.positions();
+    let heads = cfg.heads();
+    let batch = tokens.batch();
+    let (mut induction, mut prev_token, mut duplicate, mut patterns) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for l in 0..cfg.n_layers {
+        let pattern = to_f32(
+            cache
+                .get(format!("blocks.{l}.attn.hook_pattern"))?
+                .into_data(),
+        );
+        let at =
+            |b: usize, h: usize, q: usize, k: usize| pattern[((b * heads + h) * p + q) * p + k];
+        let mean = |h: usize, qs: std::ops::Range<usize>, offset: usize| -> f32 {
+            let count = (qs.len() * batch) as f32;
+            let mut sum = 0.0;
+            for b in 0..batch {
+                for q in qs.clone() {
+                    sum += at(b, h, q, q - offset);
+                }
+            }
+            sum / count
+        };
+        let repeated = prefix + n..p;
+        induction.push(
+            (0..heads)
+                .map(|h| mean(h, repeated.clone(), n - 1))
+                .collect(),
+        );
+        duplicate.push((0..heads).map(|h| mean(h, repeated.clone(), n)).collect());
+        prev_token.push((0..heads).map(|h| mean(h, 1..p, 1)).collect());
+        patterns.push(
+            (0..heads)
+                .map(|h| pattern[h * p * p..(h + 1) * p * p].to_vec())
+                .collect(),
+        );
+    }
+    Ok(HeadScores {
+        induction,
+        prev_token,
+        duplicate,
+        seq_len: n,
+        batch,
+        seed: args.seed,
+        tokens: tokens.row(0).to_vec(),
+        patterns,
+    })
+}
+
+/// Attention patterns of sequence `batch_index`: `[layer][head]`, each `[q][k]` flattened row-major.
+pub fn attention_patterns<B: Backend>(
+    cache: &ActivationCache<B>,
+    batch_index: usize,
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    check_batch_index(cache, batch_index)?;
+    (0..cache.cfg().n_layers)
+        .map(|l| {
+            let pattern = cache.get(format!("blocks.{l}.attn.hook_pattern"))?;
+            let [_, heads, p, _]: [usize; 4] = pattern.shape().try_into().map_err(|_| {
+                TlensError::Analysis("attention patterns must be [batch, head, query, key]".into())
+            })?;
+            let values = to_f32(pattern.narrow(0, batch_index, 1)?.into_data());
+            Ok((0..heads)
+                .map(|h| values[h * p * p..(h + 1) * p * p].to_vec())
+                .collect())
+        })
+        .collect()
+}
+
+/// The previous-token score of every head on one sequence of a cache (`[layer][head]`).
+pub fn prev_token_scores<B: Backend>(
+    cache: &ActivationCache<B>,
+    batch_index: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let patterns = attention_patterns(cache, batch_index)?;
+    Ok(patterns
+        .iter()
+        .map(|layer| {
+            layer
+                .iter()
+                .map(|pat| {
+                    let p = (pat.len() as f64).sqrt() as usize;
+                    if p < 2 {
+                        return 0.0;
+                    }
+                    (1..p).map(|q| pat[q * p + q - 1]).sum::<f32>() / (p - 1) as f32
+                })
+                .collect()
+        })
+        .collect())
+}
