@@ -1,21 +1,31 @@
-//! The `tlens` command line.
+//! The `tlens` command line: a thin layer over [`tlens::analysis`] and [`tlens::report`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use burn_tensor::{activation::softmax, backend::Backend};
-use clap::{Parser, Subcommand};
+use burn_tensor::{backend::Backend, ElementConversion};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tlens::analysis::attribution::{direct_logit_attribution, DlaArgs};
+use tlens::analysis::heads::{head_scores, prev_token_scores, HeadScoresArgs};
+use tlens::analysis::input::{parse_token, read_token_file, token_strings};
+use tlens::analysis::lens::{logit_lens, LensArgs};
+use tlens::analysis::{resolve_position, Labelled};
 use tlens::backend::{run_on, BackendName, BackendTask};
 use tlens::plan::EvalPlan;
+use tlens::report::{build_report, ReportArgs, STEPS};
 use tlens::{
-    embedded, load_hf_gpt2, NamesFilter, Processing, Result, RunOptions, TlensError, TokenBatch,
+    embedded, load_folder, LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError,
+    TokenBatch,
 };
 
 #[derive(Parser)]
 #[command(
     name = "tlens",
     version,
-    about = "TransformerLens-grade mechanistic interpretability on burn"
+    about = "TransformerLens-grade mechanistic interpretability on burn",
+    after_help = "Every subcommand runs the embedded model unless --model names a folder."
 )]
 struct Cli {
     /// Backend to run on (one compiled into this build; default: the first of ndarray, flex, tch, cuda).
@@ -29,28 +39,44 @@ struct Cli {
 enum Command {
     /// Run a prompt, print the top next-token predictions and write the activation cache to safetensors.
     Run(RunArgs),
+    /// The logit lens: the top tokens and the target's probability after every layer, at every position.
+    Lens(LensCmd),
+    /// Direct logit attribution of heads, sublayers and neurons for a target token (optionally against another).
+    Attribute(AttributeCmd),
+    /// Induction, previous-token and duplicate-token scores of every head; optionally one head's pattern.
+    Patterns(PatternsCmd),
     /// Execute a plan file and write its output (logits, cache, call results) to safetensors.
     Eval {
-        /// The plan (JSON; see the book's "Plans" chapter).
+        /// The plan (JSON; see the book's "Plans and parity" chapter).
         #[arg(long)]
         plan: PathBuf,
         /// Where to write the output.
         #[arg(long)]
         out: PathBuf,
     },
+    /// Everything above in one self-contained HTML file (charts drawn by inline JavaScript, no network).
+    Report(ReportCmd),
 }
 
-#[derive(clap::Args)]
-struct RunArgs {
-    /// A Hugging Face GPT-2 folder (default: the embedded tiny model).
+/// Which model and which tokens.
+#[derive(Args, Clone)]
+struct Input {
+    /// A model folder: Hugging Face GPT-2 (config.json + model.safetensors) or TransformerLens (config.json +
+    /// weights.safetensors), e.g. tests/models/gpt2-tiny. Default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// The prompt (a BOS token is prepended).
-    #[arg(
-        long,
-        default_value = "When John and Mary went to the shops, John gave the bag to"
-    )]
-    prompt: String,
+    /// The prompt (a BOS token is prepended). Default: a prompt suited to the embedded model.
+    #[arg(long, conflicts_with = "tokens")]
+    prompt: Option<String>,
+    /// A JSON file of token ids instead of a prompt: a list of ids, or a list of equal-length lists (a batch).
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    input: Input,
     /// Hook names to cache (default: all).
     #[arg(long = "hook", value_name = "NAME")]
     hooks: Vec<String>,
@@ -62,25 +88,181 @@ struct RunArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+struct LensCmd {
+    #[command(flatten)]
+    input: Input,
+    /// Follow this token's probability at every position (text that is one token, or id:N). Default: each
+    /// position's next token, and the model's prediction at the last.
+    #[arg(long)]
+    target: Option<String>,
+    /// How many top tokens to print per cell.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Also read the stream between attention and MLP (models with MLPs).
+    #[arg(long)]
+    incl_mid: bool,
+    /// Which sequence of a --tokens batch.
+    #[arg(long, default_value_t = 0)]
+    batch_index: usize,
+}
+
+#[derive(Args)]
+struct AttributeCmd {
+    #[command(flatten)]
+    input: Input,
+    /// The token to explain (text that is one token, or id:N). Default: the model's top prediction.
+    #[arg(long)]
+    target: Option<String>,
+    /// Explain logit(target) − logit(this token).
+    #[arg(long)]
+    against: Option<String>,
+    /// The position (negative counts from the end).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    position: i64,
+    /// How many heads, neurons and sublayers to print (largest |attribution| first).
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Which sequence of a --tokens batch.
+    #[arg(long, default_value_t = 0)]
+    batch_index: usize,
+}
+
+#[derive(Args)]
+struct ScoreOpts {
+    /// Length of the random sequence that is repeated (default: min(50, (n_ctx − 1) / 2)).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// How many random sequences to average over.
+    #[arg(long, default_value_t = 8)]
+    sequences: usize,
+    /// Seed of the random tokens.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl ScoreOpts {
+    fn args(&self) -> HeadScoresArgs {
+        HeadScoresArgs {
+            seq_len: self.seq_len,
+            batch: self.sequences,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Args)]
+struct PatternsCmd {
+    #[command(flatten)]
+    input: Input,
+    #[command(flatten)]
+    scores: ScoreOpts,
+    /// Also print this head's attention on the prompt (e.g. L1H2): each query's most attended keys.
+    #[arg(long)]
+    head: Option<String>,
+}
+
+#[derive(Args)]
+struct ReportCmd {
+    #[command(flatten)]
+    input: Input,
+    #[command(flatten)]
+    scores: ScoreOpts,
+    /// The token to attribute at the last position (text that is one token, or id:N). Default: the top prediction.
+    #[arg(long)]
+    target: Option<String>,
+    /// A counterfactual token for the attribution.
+    #[arg(long)]
+    against: Option<String>,
+    /// Where to write the report.
+    #[arg(long, default_value = "tlens-report.html")]
+    out: PathBuf,
+}
+
+/// A spinner on stderr (hidden when stderr is not a terminal).
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// The model of `--model`, or the embedded one, and a name for it.
+fn load<B: Backend>(
+    input: &Input,
+    device: &burn_tensor::Device<B>,
+) -> Result<(LoadedModel<B>, String)> {
+    let bar = spinner("loading the model");
+    let loaded = match &input.model {
+        Some(dir) => (
+            load_folder::<B>(dir, Processing::default(), device)?,
+            dir.display().to_string(),
+        ),
+        None => (embedded::model::<B>(device)?, embedded::NAME.to_string()),
+    };
+    bar.finish_and_clear();
+    Ok(loaded)
+}
+
+/// The token batch of `--tokens`, or the tokenized prompt (`--prompt` or the default prompt).
+fn tokens<B: Backend>(input: &Input, loaded: &LoadedModel<B>) -> Result<TokenBatch> {
+    if let Some(path) = &input.tokens {
+        return read_token_file(path);
+    }
+    let prompt = input.prompt.as_deref().unwrap_or(embedded::DEFAULT_PROMPT);
+    let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| TlensError::File {
+        path: input
+            .model
+            .as_deref()
+            .unwrap_or(Path::new("model"))
+            .display()
+            .to_string(),
+        message: "the model folder has no tokenizer; pass token ids with --tokens FILE".into(),
+    })?;
+    Ok(TokenBatch::single(tokenizer.to_tokens(prompt, true)?)?)
+}
+
+fn text<B: Backend>(loaded: &LoadedModel<B>, ids: &[u32]) -> Vec<String> {
+    token_strings(ids, loaded.tokenizer.as_ref())
+}
+
+fn token_arg<B: Backend>(loaded: &LoadedModel<B>, spec: Option<&str>) -> Result<Option<u32>> {
+    spec.map(|s| parse_token(s, loaded.tokenizer.as_ref()))
+        .transpose()
+}
+
+fn describe_tokens<B: Backend>(loaded: &LoadedModel<B>, tokens: &TokenBatch) -> String {
+    if tokens.batch() == 1 {
+        let parts = text(loaded, tokens.row(0));
+        format!("{} tokens: {}", parts.len(), quoted(&parts))
+    } else {
+        format!(
+            "{} sequences of {} tokens",
+            tokens.batch(),
+            tokens.positions()
+        )
+    }
+}
+
+fn quoted(parts: &[String]) -> String {
+    parts
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl BackendTask for RunArgs {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
-        let loaded = match &self.model {
-            Some(dir) => load_hf_gpt2::<B>(dir, Processing::default(), &device)?,
-            None => embedded::gpt2_tiny::<B>(&device)?,
-        };
-        let tokenizer = loaded.tokenizer.ok_or_else(|| TlensError::File {
-            path: "model".into(),
-            message: "the model folder has no tokenizer".into(),
-        })?;
-        let ids = tokenizer.to_tokens(&self.prompt, true)?;
-        let tokens = TokenBatch::single(ids.clone())?;
+        let (loaded, name) = load::<B>(&self.input, &device)?;
+        let tokens = tokens(&self.input, &loaded)?;
         let names_filter = if self.hooks.is_empty() {
             NamesFilter::All
         } else {
             NamesFilter::Names(self.hooks.clone())
         };
+        let bar = spinner("running the model");
         let (logits, cache) = loaded.model.run_with_cache(
             &tokens,
             RunOptions {
@@ -88,9 +270,16 @@ impl BackendTask for RunArgs {
                 ..RunOptions::default()
             },
         )?;
-        let [_, pos, vocab] = logits.dims();
-        let probs = softmax(logits.narrow(1, pos - 1, 1).reshape([vocab]), 0);
-        let (values, indices) = probs.sort_descending_with_indices(0);
+        bar.finish_and_clear();
+        let [batch, pos, vocab] = logits.dims();
+        let last = burn_tensor::activation::softmax(
+            logits.narrow(1, pos - 1, 1).reshape([batch, vocab]),
+            1,
+        );
+        let (values, indices) = last
+            .narrow(0, 0, 1)
+            .reshape([vocab])
+            .topk_with_indices(self.top.clamp(1, vocab), 0);
         let values = values
             .into_data()
             .convert::<f32>()
@@ -101,11 +290,22 @@ impl BackendTask for RunArgs {
             .convert::<i64>()
             .to_vec::<i64>()
             .unwrap_or_default();
-        println!("prompt: {:?} ({} tokens)", self.prompt, ids.len());
-        println!("top {} next-token predictions:", self.top.min(vocab));
-        for (p, id) in values.iter().zip(&indices).take(self.top) {
-            let text = tokenizer.to_str_tokens(&[*id as u32])?.concat();
-            println!("  {p:>7.4}  {text:?} (id {id})");
+        println!("model: {name}");
+        if self.input.tokens.is_none() {
+            let prompt = self
+                .input
+                .prompt
+                .as_deref()
+                .unwrap_or(embedded::DEFAULT_PROMPT);
+            println!("prompt: {prompt:?} ({} tokens)", tokens.positions());
+        } else {
+            println!("tokens: {}", describe_tokens(&loaded, &tokens));
+        }
+        let of = if batch > 1 { " (sequence 0)" } else { "" };
+        println!("top {} next-token predictions{of}:", values.len());
+        for (p, id) in values.iter().zip(&indices) {
+            let t = text(&loaded, &[*id as u32]).concat();
+            println!("  {p:>7.4}  {t:?} (id {id})");
         }
         cache.save(&self.out)?;
         println!(
@@ -113,6 +313,267 @@ impl BackendTask for RunArgs {
             cache.len(),
             self.out.display()
         );
+        Ok(())
+    }
+}
+
+impl BackendTask for LensCmd {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+        let (loaded, name) = load::<B>(&self.input, &device)?;
+        let tokens = tokens(&self.input, &loaded)?;
+        let target = token_arg(&loaded, self.target.as_deref())?;
+        let bar = spinner("running the model");
+        let (_, cache) = loaded
+            .model
+            .run_with_cache(&tokens, RunOptions::default())?;
+        bar.set_message("logit lens");
+        let row = tokens
+            .rows()
+            .get(self.batch_index)
+            .cloned()
+            .unwrap_or_default();
+        let table = logit_lens(
+            &cache,
+            &row,
+            &LensArgs {
+                batch_index: self.batch_index,
+                top_k: self.top,
+                incl_mid: self.incl_mid,
+                target,
+            },
+        )?;
+        bar.finish_and_clear();
+        let words = text(&loaded, &row);
+        println!("model: {name}");
+        println!("tokens: {}", quoted(&words));
+        println!(
+            "logit lens: per layer, the target's probability and the top {} tokens",
+            self.top
+        );
+        for (p, word) in words.iter().enumerate() {
+            let t = table.targets[p];
+            println!(
+                "position {p} {word:?} -> target {:?}",
+                text(&loaded, &[t]).concat()
+            );
+            for (r, label) in table.labels.iter().enumerate() {
+                let top = table.top[r][p]
+                    .iter()
+                    .map(|tp| format!("{:?} {:.3}", text(&loaded, &[tp.id]).concat(), tp.prob))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                println!(
+                    "  {label:>10}  p(target) {:.4}   top: {top}",
+                    table.target_probs[r][p]
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn print_ranked(title: &str, items: &[Labelled], top: usize) {
+    let mut sorted = items.to_vec();
+    sorted.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
+    println!("{title}:");
+    for it in sorted.iter().take(top) {
+        println!("  {:>12}  {:+.4}", it.label, it.value);
+    }
+}
+
+impl BackendTask for AttributeCmd {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+        let (loaded, name) = load::<B>(&self.input, &device)?;
+        let tokens = tokens(&self.input, &loaded)?;
+        let against = token_arg(&loaded, self.against.as_deref())?;
+        let bar = spinner("running the model");
+        let (logits, cache) = loaded
+            .model
+            .run_with_cache(&tokens, RunOptions::default())?;
+        let position = resolve_position(self.position, tokens.positions())?;
+        let target = match token_arg(&loaded, self.target.as_deref())? {
+            Some(t) => t,
+            None => {
+                let [batch, _, vocab] = logits.dims();
+                if self.batch_index >= batch {
+                    return Err(TlensError::Analysis(format!(
+                        "batch index {} is outside the batch of {batch} sequences",
+                        self.batch_index
+                    )));
+                }
+                let row = logits
+                    .clone()
+                    .narrow(0, self.batch_index, 1)
+                    .narrow(1, position, 1)
+                    .reshape([vocab]);
+                row.argmax(0).into_scalar().elem::<i64>() as u32
+            }
+        };
+        bar.set_message("direct logit attribution");
+        let dla = direct_logit_attribution(
+            &cache,
+            &logits,
+            &DlaArgs {
+                batch_index: self.batch_index,
+                position: position as i64,
+                target,
+                against,
+                top_neurons: self.top,
+            },
+        )?;
+        bar.finish_and_clear();
+        let word = |id: u32| format!("{:?}", text(&loaded, &[id]).concat());
+        let row = &tokens.rows()[self.batch_index];
+        println!("model: {name}");
+        println!("tokens: {}", quoted(&text(&loaded, row)));
+        match against {
+            Some(a) => println!(
+                "direct logit attribution at position {position} ({}): logit({}) - logit({}) = {:.4}",
+                word(row[position]),
+                word(target),
+                word(a),
+                dla.logit
+            ),
+            None => println!(
+                "direct logit attribution at position {position} ({}): logit({}) = {:.4}",
+                word(row[position]),
+                word(target),
+                dla.logit
+            ),
+        }
+        print_ranked("heads", &dla.heads, self.top);
+        print_ranked("sublayers", &dla.layers, self.top);
+        if let Some(neurons) = &dla.neurons {
+            print_ranked("neurons", neurons, self.top);
+        }
+        Ok(())
+    }
+}
+
+/// `L1H2` -> (1, 2).
+fn parse_head(spec: &str) -> Result<(usize, usize)> {
+    let bad = || {
+        TlensError::Analysis(format!(
+            "`{spec}` is not a head; write it as L<layer>H<head>, e.g. L1H2"
+        ))
+    };
+    let rest = spec.strip_prefix('L').ok_or_else(bad)?;
+    let (l, h) = rest.split_once('H').ok_or_else(bad)?;
+    Ok((l.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?))
+}
+
+fn print_scores(title: &str, scores: &[Vec<f32>]) {
+    println!("{title}:");
+    let heads = scores.first().map_or(0, Vec::len);
+    let header: String = (0..heads)
+        .map(|h| format!("{:>7}", format!("H{h}")))
+        .collect();
+    println!("       {header}");
+    for (l, row) in scores.iter().enumerate() {
+        let cells: String = row.iter().map(|v| format!("{v:>7.3}")).collect();
+        println!("  {:>4} {cells}", format!("L{l}"));
+    }
+}
+
+impl BackendTask for PatternsCmd {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+        let (loaded, name) = load::<B>(&self.input, &device)?;
+        let bos = loaded.tokenizer.as_ref().and_then(|t| t.bos_token_id());
+        let bar = spinner("scoring heads on repeated random tokens");
+        let scores = head_scores(&loaded.model, &self.scores.args(), bos)?;
+        bar.finish_and_clear();
+        println!("model: {name}");
+        println!(
+            "head scores on {} sequences [BOS, r, r] of {} repeated random tokens (seed {}):",
+            scores.batch, scores.seq_len, scores.seed
+        );
+        print_scores("induction", &scores.induction);
+        print_scores("previous token", &scores.prev_token);
+        print_scores("duplicate token", &scores.duplicate);
+        let (l, h, s) = scores.best_prev_token();
+        println!("strongest previous-token head: L{l}H{h} ({s:.2})");
+        println!("{}", scores.headline());
+        if let Some(spec) = &self.head {
+            let (l, h) = parse_head(spec)?;
+            let cfg = loaded.model.cfg();
+            if l >= cfg.n_layers || h >= cfg.heads() {
+                return Err(TlensError::Analysis(format!(
+                    "{spec}: the model has {} layers of {} heads",
+                    cfg.n_layers,
+                    cfg.heads()
+                )));
+            }
+            let tokens = tokens(&self.input, &loaded)?;
+            let (_, cache) = loaded
+                .model
+                .run_with_cache(&tokens, RunOptions::default())?;
+            let patterns = tlens::analysis::heads::attention_patterns(&cache, 0)?;
+            let prev = prev_token_scores(&cache, 0)?;
+            let words = text(&loaded, tokens.row(0));
+            let p = words.len();
+            let pattern = &patterns[l][h];
+            println!(
+                "{spec} on the prompt (previous-token score {:.3}); each query's top keys:",
+                prev[l][h]
+            );
+            for (q, word) in words.iter().enumerate() {
+                let mut keys: Vec<(usize, f32)> =
+                    (0..=q).map(|k| (k, pattern[q * p + k])).collect();
+                keys.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let top = keys
+                    .iter()
+                    .take(3)
+                    .map(|(k, w)| format!("{k} {:?} {w:.2}", words[*k]))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                println!("  {q:>3} {word:?}: {top}");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BackendTask for ReportCmd {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+        let (loaded, name) = load::<B>(&self.input, &device)?;
+        let tokens = tokens(&self.input, &loaded)?;
+        if tokens.batch() != 1 {
+            return Err(TlensError::Analysis(format!(
+                "the report reads one sequence; --tokens holds {}",
+                tokens.batch()
+            )));
+        }
+        let args = ReportArgs {
+            model_name: name,
+            tokens: tokens.row(0).to_vec(),
+            target: token_arg(&loaded, self.target.as_deref())?,
+            against: token_arg(&loaded, self.against.as_deref())?,
+            scores: self.scores.args(),
+            top_k: 5,
+        };
+        let bar = ProgressBar::new(STEPS.len() as u64 + 1).with_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
+        );
+        let report = build_report(&loaded, &args, &mut |i| {
+            bar.set_position(i as u64);
+            bar.set_message(STEPS[i]);
+        })?;
+        bar.set_message("writing the report");
+        std::fs::write(&self.out, report.to_html()).map_err(|e| TlensError::File {
+            path: self.out.display().to_string(),
+            message: e.to_string(),
+        })?;
+        bar.finish_and_clear();
+        println!("wrote {}", self.out.display());
+        println!("{}", report.headline);
         Ok(())
     }
 }
@@ -135,6 +596,10 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Run(args) => run_on(backend, args)?,
+        Command::Lens(args) => run_on(backend, args)?,
+        Command::Attribute(args) => run_on(backend, args)?,
+        Command::Patterns(args) => run_on(backend, args)?,
+        Command::Report(args) => run_on(backend, args)?,
         Command::Eval { plan, out } => {
             let summary = run_on(
                 backend,

@@ -1,5 +1,7 @@
-//! The `tlens` binary: the main job works, and errors are one plain line with a non-zero exit status.
+//! The `tlens` binary: every subcommand works on the embedded model and on a model folder, and errors are one plain
+//! line with a non-zero exit status.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 fn tlens(args: &[&str]) -> std::process::Output {
@@ -9,16 +11,33 @@ fn tlens(args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// Runs and checks success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = tlens(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("tlens-cli-{}-{name}", std::process::id()))
+}
+
 #[test]
 fn run_prints_predictions_and_writes_a_cache() {
-    let out = std::env::temp_dir().join(format!("tlens-cli-{}.safetensors", std::process::id()));
-    let result = tlens(&["run", "--top", "3", "--out", out.to_str().unwrap()]);
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&result.stdout);
+    let out = temp("run.safetensors");
+    let stdout = ok(&[
+        "run",
+        "--model",
+        "tests/models/gpt2-tiny",
+        "--top",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(stdout.contains("top 3 next-token predictions"), "{stdout}");
     assert!(stdout.contains("cached 40 activations"), "{stdout}");
     let bytes = std::fs::read(&out).unwrap();
@@ -28,10 +47,189 @@ fn run_prints_predictions_and_writes_a_cache() {
 }
 
 #[test]
+fn run_on_the_embedded_model_by_default() {
+    let out = temp("default.safetensors");
+    let stdout = ok(&["run", "--out", out.to_str().unwrap()]);
+    assert!(
+        stdout.contains(&format!("model: {}", tlens::embedded::NAME)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("next-token predictions"), "{stdout}");
+    let _ = std::fs::remove_file(out);
+}
+
+#[test]
+fn run_reads_token_ids_from_json() {
+    let (single, batch, out) = (
+        temp("one.json"),
+        temp("batch.json"),
+        temp("tok.safetensors"),
+    );
+    std::fs::write(&single, "[0, 10, 11, 12, 13]").unwrap();
+    std::fs::write(&batch, "[[0, 10, 11], [0, 20, 21]]").unwrap();
+    let model = ["--model", "tests/models/gpt2-tiny"];
+    let stdout = ok(&[
+        &[
+            "run",
+            "--tokens",
+            single.to_str().unwrap(),
+            "--hook",
+            "blocks.0.hook_resid_pre",
+            "--out",
+            out.to_str().unwrap(),
+        ][..],
+        &model,
+    ]
+    .concat());
+    assert!(stdout.contains("tokens: 5 tokens"), "{stdout}");
+    assert!(stdout.contains("cached 1 activations"), "{stdout}");
+    let st_bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+    assert_eq!(
+        st.tensor("blocks.0.hook_resid_pre").unwrap().shape(),
+        [1, 5, 64]
+    );
+    let stdout = ok(&[
+        &[
+            "run",
+            "--tokens",
+            batch.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ][..],
+        &model,
+    ]
+    .concat());
+    assert!(stdout.contains("2 sequences of 3 tokens"), "{stdout}");
+    let st_bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+    assert_eq!(st.tensor("hook_embed").unwrap().shape(), [2, 3, 64]);
+    for f in [single, batch, out] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
+fn lens_prints_every_layer_at_every_position() {
+    let stdout = ok(&[
+        "lens",
+        "--model",
+        "tests/models/gpt2-tiny",
+        "--prompt",
+        "John and Mary",
+        "--top",
+        "2",
+    ]);
+    assert!(
+        stdout.contains("position 0 \"<|endoftext|>\" -> target \"John\""),
+        "{stdout}"
+    );
+    for label in ["0_pre", "1_pre", "final_post"] {
+        assert_eq!(
+            stdout.matches(&format!("{label}  p(target)")).count(),
+            4,
+            "{stdout}"
+        );
+    }
+    let stdout = ok(&[
+        "lens",
+        "--model",
+        "tests/models/gpt2-tiny",
+        "--prompt",
+        "John and Mary",
+        "--target",
+        " Mary",
+        "--incl-mid",
+    ]);
+    assert!(stdout.contains("target \" Mary\""), "{stdout}");
+    assert!(stdout.contains("1_mid  p(target)"), "{stdout}");
+}
+
+#[test]
+fn attribute_prints_heads_sublayers_and_neurons() {
+    let stdout = ok(&[
+        "attribute",
+        "--model",
+        "tests/models/gpt2-tiny",
+        "--target",
+        " Mary",
+        "--against",
+        " John",
+        "--top",
+        "3",
+    ]);
+    assert!(
+        stdout.contains("logit(\" Mary\") - logit(\" John\") = "),
+        "{stdout}"
+    );
+    for section in ["heads:", "sublayers:", "neurons:"] {
+        assert!(stdout.contains(section), "{stdout}");
+    }
+    let stdout = ok(&["attribute", "--position", "2"]);
+    assert!(stdout.contains("at position 2"), "{stdout}");
+    assert!(stdout.contains("heads:"), "{stdout}");
+}
+
+#[test]
+fn patterns_scores_every_head() {
+    let stdout = ok(&[
+        "patterns",
+        "--model",
+        "tests/models/gpt2-tiny",
+        "--seq-len",
+        "5",
+        "--sequences",
+        "2",
+        "--head",
+        "L1H2",
+    ]);
+    for line in [
+        "induction:",
+        "previous token:",
+        "duplicate token:",
+        "L1H2 on the prompt",
+        "strongest previous-token head",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    let stdout = ok(&["patterns"]);
+    assert!(stdout.contains("head scores on 8 sequences"), "{stdout}");
+}
+
+#[test]
+fn report_writes_html_and_prints_the_headline() {
+    let out = temp("report.html");
+    let stdout = ok(&["report", "--out", out.to_str().unwrap()]);
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("wrote {}", out.display()).as_str())
+    );
+    let headline = lines.next().unwrap();
+    assert!(headline.contains("induction head"), "{stdout}");
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains("data-chart=\"lens\""));
+    assert!(html.contains(headline), "{headline}");
+    let _ = std::fs::remove_file(out);
+}
+
+#[test]
 fn errors_are_one_line_and_exit_non_zero() {
+    let missing_tokens = temp("missing.json");
+    let bad_tokens = temp("bad.json");
+    std::fs::write(&bad_tokens, "[[1, 2], [3]]").unwrap();
     for args in [
         vec!["run", "--model", "/no/such/model"],
         vec!["run", "--hook", "blocks.0.attn.hook_patern"],
+        vec!["run", "--tokens", missing_tokens.to_str().unwrap()],
+        vec!["run", "--tokens", bad_tokens.to_str().unwrap()],
+        vec![
+            "run",
+            "--model",
+            "tests/models/gpt2-tiny",
+            "--tokens",
+            bad_tokens.to_str().unwrap(),
+        ],
         vec![
             "eval",
             "--plan",
@@ -40,6 +238,20 @@ fn errors_are_one_line_and_exit_non_zero() {
             "/tmp/x.safetensors",
         ],
         vec!["--backend", "metal", "run"],
+        vec![
+            "lens",
+            "--model",
+            "tests/models/gpt2-tiny",
+            "--target",
+            "not one token",
+        ],
+        vec!["lens", "--target", "id:99999999"],
+        vec!["attribute", "--position", "99"],
+        vec!["attribute", "--against", "id:x"],
+        vec!["patterns", "--head", "L9H9"],
+        vec!["patterns", "--head", "head two"],
+        vec!["patterns", "--seq-len", "100000"],
+        vec!["report", "--out", "/no/such/dir/report.html"],
     ] {
         let result = tlens(&args);
         assert!(!result.status.success(), "{args:?} succeeded");
@@ -54,4 +266,5 @@ fn errors_are_one_line_and_exit_non_zero() {
         hint.contains("did you mean `blocks.0.attn.hook_pattern`"),
         "{hint}"
     );
+    let _ = std::fs::remove_file(bad_tokens);
 }
