@@ -14,11 +14,13 @@
 //! assert_eq!(cache.get("pattern0").unwrap().shape()[2], tokens.positions());
 //! ```
 
+pub mod analysis;
 pub mod backend;
 pub mod embedded;
 pub mod error;
 pub mod parity;
 pub mod plan;
+pub mod report;
 
 pub use error::{Result, TlensError};
 pub use tlens_cache_core::{
@@ -26,6 +28,30 @@ pub use tlens_cache_core::{
     HookedTransformerConfig, NamesFilter, RunOptions, Slice,
 };
 pub use tlens_model::{
-    self as model, load_hf_gpt2, load_transformerlens, HookedTransformer, ModelError, Processing,
-    TokenBatch, Tokenizer,
+    self as model, load_folder, load_hf_gpt2, load_transformerlens, load_transformerlens_bytes,
+    HookedTransformer, LoadedModel, ModelError, Processing, TokenBatch, Tokenizer,
 };
+
+/// The book's chapters as doc tests: `cargo test --doc` compiles and runs every ```` ```rust ```` block of the user's
+/// manual (book/src), so its examples cannot go stale.
+#[cfg(doctest)]
+pub mod book_examples {
+    #[doc = include_str!("../book/src/getting-started.md")]
+    pub struct GettingStarted;
+    #[doc = include_str!("../book/src/hooks.md")]
+    pub struct Concepts;
+    #[doc = include_str!("../book/src/cache-guide.md")]
+    pub struct CacheGuide;
+    #[doc = include_str!("../book/src/cli.md")]
+    pub struct CommandLine;
+    #[doc = include_str!("../book/src/backends.md")]
+    pub struct Backends;
+    #[doc = include_str!("../book/src/models.md")]
+    pub struct Models;
+    #[doc = include_str!("../book/src/migrating.md")]
+    pub struct Migrating;
+    #[doc = include_str!("../book/src/plans.md")]
+    pub struct Plans;
+    #[doc = include_str!("../book/src/divergences.md")]
+    pub struct Divergences;
+}
