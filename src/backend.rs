@@ -1,6 +1,8 @@
 //! Choosing a backend at run time among those compiled in.
 //!
-//! Generic code is written once as a [`BackendTask`]; [`run_on`] monomorphises it for the backend a user names.
+//! Each backend lives in its own thin crate (`tlens-backend-*`: the burn backend type and its device), pulled in by
+//! the facade's feature of the same name. Generic code is written once as a [`BackendTask`]; [`run_on`]
+//! monomorphises it for the backend a user names.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,30 +16,62 @@ use crate::error::{Result, TlensError};
 pub enum BackendName {
     /// burn-ndarray on the CPU (feature `ndarray`, the default).
     Ndarray,
+    /// burn-flex, burn's fast pure-Rust CPU backend (feature `flex`).
+    Flex,
+    /// libtorch through burn-tch (feature `tch`; CPU, or CUDA with `TLENS_TCH_DEVICE=cuda:N`).
+    Tch,
+    /// burn-cuda on an NVIDIA GPU (feature `cuda`).
+    Cuda,
 }
 
 impl BackendName {
+    /// Every backend tlens knows, in order of preference for a default.
+    pub const ALL: [BackendName; 4] = [
+        BackendName::Ndarray,
+        BackendName::Flex,
+        BackendName::Tch,
+        BackendName::Cuda,
+    ];
+
+    /// Whether this build includes the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendName::Ndarray => cfg!(feature = "ndarray"),
+            BackendName::Flex => cfg!(feature = "flex"),
+            BackendName::Tch => cfg!(feature = "tch"),
+            BackendName::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
     /// Every backend compiled into this build.
     pub fn compiled() -> Vec<BackendName> {
-        vec![
-            #[cfg(feature = "ndarray")]
-            BackendName::Ndarray,
-        ]
+        Self::ALL.into_iter().filter(|b| b.is_compiled()).collect()
     }
 
     /// The backend a plain run uses: the first compiled in.
     pub fn default_compiled() -> Result<BackendName> {
         Self::compiled().first().copied().ok_or_else(|| {
-            TlensError::Backend("this build has no backend; enable the `ndarray` feature".into())
+            TlensError::Backend(
+                "this build has no backend; enable one of the features ndarray, flex, tch, cuda"
+                    .into(),
+            )
         })
+    }
+
+    /// The name users type (and the cargo feature that includes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendName::Ndarray => "ndarray",
+            BackendName::Flex => "flex",
+            BackendName::Tch => "tch",
+            BackendName::Cuda => "cuda",
+        }
     }
 }
 
 impl fmt::Display for BackendName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendName::Ndarray => "ndarray",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -45,22 +79,14 @@ impl FromStr for BackendName {
     type Err = TlensError;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "ndarray" => Ok(BackendName::Ndarray),
-            other => Err(TlensError::Backend(format!(
-                "unknown backend `{other}`; this build has {}",
-                list(&Self::compiled())
-            ))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| {
+                let known = Self::ALL.map(BackendName::as_str).join(", ");
+                TlensError::Backend(format!("unknown backend `{s}`; tlens knows {known}"))
+            })
     }
-}
-
-fn list(names: &[BackendName]) -> String {
-    names
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Work that runs on any backend.
@@ -71,14 +97,26 @@ pub trait BackendTask {
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Self::Output;
 }
 
-/// Runs a task on the named backend, or says which feature would include it.
-#[cfg_attr(not(feature = "ndarray"), allow(unused_variables))]
+/// Runs a task on the named backend, or says which feature would include it (or why its device is unusable).
+#[allow(unused_variables)]
 pub fn run_on<T: BackendTask>(name: BackendName, task: T) -> Result<T::Output> {
+    let unusable = |e: String| TlensError::Backend(format!("{name}: {e}"));
     match name {
         #[cfg(feature = "ndarray")]
-        BackendName::Ndarray => {
-            Ok(task.run::<burn_ndarray::NdArray<f32>>(burn_ndarray::NdArrayDevice::Cpu))
+        BackendName::Ndarray => Ok(task.run::<tlens_backend_ndarray::Backend>(
+            tlens_backend_ndarray::device().map_err(unusable)?,
+        )),
+        #[cfg(feature = "flex")]
+        BackendName::Flex => Ok(task
+            .run::<tlens_backend_flex::Backend>(tlens_backend_flex::device().map_err(unusable)?)),
+        #[cfg(feature = "tch")]
+        BackendName::Tch => {
+            Ok(task
+                .run::<tlens_backend_tch::Backend>(tlens_backend_tch::device().map_err(unusable)?))
         }
+        #[cfg(feature = "cuda")]
+        BackendName::Cuda => Ok(task
+            .run::<tlens_backend_cuda::Backend>(tlens_backend_cuda::device().map_err(unusable)?)),
         #[allow(unreachable_patterns)]
         other => Err(TlensError::Backend(format!(
             "backend `{other}` is not compiled in; rebuild with `--features {other}`"
@@ -88,4 +126,4 @@ pub fn run_on<T: BackendTask>(name: BackendName, task: T) -> Result<T::Output> {
 
 /// The ndarray backend type (f32), for examples and tests.
 #[cfg(feature = "ndarray")]
-pub type NdArray = burn_ndarray::NdArray<f32>;
+pub type NdArray = tlens_backend_ndarray::Backend;

@@ -16,6 +16,7 @@
 
 pub mod analysis;
 pub mod backend;
+pub mod bench;
 pub mod embedded;
 pub mod error;
 pub mod parity;

@@ -2,6 +2,12 @@
 //!
 //! - `reference`: set up the pinned TransformerLens environment (reference/.venv) and regenerate the tiny models, plans
 //!   and golden files (needs PyPI; several GB of torch wheels the first time).
+//! - `libtorch`: assemble libtorch 2.9.0 (what burn-tch 0.21's tch 0.22 links) from the PyPI torch wheel, cached in
+//!   `~/.cache/tlens/libtorch-2.9.0` (or `$TLENS_LIBTORCH_DIR`); prints the `LIBTORCH` to build the `tch` feature with.
+//! - `bench [--features LIST] [--shapes 1x128,8x128,4x1024] [--cases a,b] [--vs-python]`: time a GPT-2-small-shaped
+//!   model (random weights) on each backend, one process per case (peak RSS is per case); with `--vs-python` the same
+//!   cases in TransformerLens (reference/.venv). Writes `target/bench/results.json` and the Markdown table
+//!   `book/src/bench-results.md`.
 //! - `parity [--features LIST]`: build `tlens` with those backend features (default: ndarray), run every committed plan
 //!   on every compiled-in backend, compare each with its TransformerLens golden and with the first backend, print a
 //!   table, write it to `target/parity.md`, and exit non-zero on any disagreement.
@@ -23,9 +29,12 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("reference") => reference(),
         Some("parity") => parity(&args[1..]),
-        _ => {
-            Err("usage: cargo xtask <reference | parity [--features ndarray,flex,...]>".to_string())
-        }
+        Some("bench") => bench(&args[1..]),
+        Some("libtorch") => libtorch().map(|dir| println!("LIBTORCH={}", dir.display())),
+        _ => Err(
+            "usage: cargo xtask <reference | libtorch | bench [...] | parity [--features ndarray,flex,...]>"
+                .to_string(),
+        ),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");
@@ -51,6 +60,97 @@ fn reference() -> Result<(), String> {
         .current_dir(root()))
 }
 
+/// The libtorch folder `cargo xtask libtorch` fills (and the `tch` feature builds against).
+fn libtorch_dir() -> PathBuf {
+    match std::env::var_os("TLENS_LIBTORCH_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".cache/tlens/libtorch-2.9.0"),
+    }
+}
+
+/// libtorch 2.9.0 from PyPI wheels: `libtorch_cpu.so`, `libc10.so`, `libgomp.so.1` and the headers from the torch
+/// wheel, `libcudart.so.12` and `libcupti.so.12` (which `libtorch_cpu.so` needs at load time) from NVIDIA's wheels.
+fn libtorch() -> Result<PathBuf, String> {
+    let dir = libtorch_dir();
+    if dir.join("build-version").exists() {
+        return Ok(dir);
+    }
+    let wheels = dir.with_file_name("wheels");
+    std::fs::create_dir_all(&wheels).map_err(|e| e.to_string())?;
+    sh(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+        ])
+        .args([
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "-d",
+        ])
+        .arg(&wheels)
+        .args([
+            "torch==2.9.0",
+            "nvidia-cuda-runtime-cu12==12.8.90",
+            "nvidia-cuda-cupti-cu12==12.8.90",
+        ]))?;
+    let staging = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    // Unpacked with Python's zipfile: python3 is already needed for pip.
+    let unpack = r#"
+import glob, os, shutil, sys, zipfile
+wheels, out = sys.argv[1], sys.argv[2]
+lib = os.path.join(out, "lib"); os.makedirs(lib)
+def member(pattern, names):
+    return [n for n in names if any(n == p or n.startswith(p) for p in pattern)]
+for wheel in glob.glob(os.path.join(wheels, "*.whl")):
+    z = zipfile.ZipFile(wheel)
+    names = z.namelist()
+    if os.path.basename(wheel).startswith("torch-"):
+        for n in member(["torch/lib/libtorch_cpu.so", "torch/lib/libc10.so", "torch/lib/libgomp.so.1"], names):
+            with z.open(n) as src, open(os.path.join(lib, os.path.basename(n)), "wb") as dst: shutil.copyfileobj(src, dst)
+        for n in member(["torch/include/"], names):
+            if n.endswith("/"): continue
+            target = os.path.join(out, n[len("torch/"):])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with z.open(n) as src, open(target, "wb") as dst: shutil.copyfileobj(src, dst)
+    else:
+        for n in names:
+            if os.path.basename(n) in ("libcudart.so.12", "libcupti.so.12"):
+                with z.open(n) as src, open(os.path.join(lib, os.path.basename(n)), "wb") as dst: shutil.copyfileobj(src, dst)
+os.symlink("libtorch_cpu.so", os.path.join(lib, "libtorch.so"))
+open(os.path.join(out, "build-version"), "w").write("2.9.0\n")
+"#;
+    sh(Command::new("python3")
+        .args(["-c", unpack])
+        .arg(&wheels)
+        .arg(&staging))?;
+    for need in [
+        "lib/libtorch_cpu.so",
+        "lib/libc10.so",
+        "lib/libcudart.so.12",
+        "lib/libcupti.so.12",
+        "include/torch",
+    ] {
+        if !staging.join(need).exists() {
+            return Err(format!(
+                "libtorch: {need} is missing from the wheels in {}",
+                wheels.display()
+            ));
+        }
+    }
+    std::fs::rename(&staging, &dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
 fn parity(args: &[String]) -> Result<(), String> {
     let features = match args {
         [] => "ndarray".to_string(),
@@ -63,22 +163,27 @@ fn parity(args: &[String]) -> Result<(), String> {
         .filter(|s| !s.is_empty())
         .collect();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    sh(Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--bin",
-            "tlens",
-            "--no-default-features",
-            "--features",
-            &features,
-        ])
-        .current_dir(root()))?;
-    let exe = root().join("target/debug/tlens");
-    let plans_dir = root().join("tests/plans");
-    let plans = committed_plans(&plans_dir).map_err(|e| e.to_string())?;
+    let mut build = Command::new(&cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "--bin",
+        "tlens",
+        "--no-default-features",
+        "--features",
+        &features,
+    ]);
+    if backends.contains(&"tch") && std::env::var_os("LIBTORCH").is_none() {
+        build.env("LIBTORCH", libtorch()?);
+    }
+    sh(build.current_dir(root()))?;
     let out_dir = root().join("target/parity");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+    // A copy: another build in the same target folder may replace target/debug/tlens with other features.
+    let exe = out_dir.join(format!("tlens-{}", backends.join("-")));
+    std::fs::copy(root().join("target/debug/tlens"), &exe).map_err(|e| e.to_string())?;
+    let plans_dir = root().join("tests/plans");
+    let plans = committed_plans(&plans_dir).map_err(|e| e.to_string())?;
 
     let mut table = vec![
         format!("| plan | {} |", backends.join(" | ")),
@@ -164,4 +269,216 @@ fn parity(args: &[String]) -> Result<(), String> {
             failures.join("\n")
         ))
     }
+}
+
+/// A flag's value in `args` (`--name value`).
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let known = ["--features", "--shapes", "--cases", "--vs-python"];
+    if let Some(bad) = args.iter().enumerate().find(|(i, a)| {
+        a.starts_with("--") && !known.contains(&a.as_str()) || (*i == 0 && !a.starts_with("--"))
+    }) {
+        return Err(format!(
+            "bench: unknown argument `{}`; takes {}",
+            bad.1,
+            known.join(", ")
+        ));
+    }
+    let features = flag(args, "--features").unwrap_or("ndarray").to_string();
+    let backends: Vec<String> = features
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let shapes: Vec<(usize, usize)> = flag(args, "--shapes")
+        .unwrap_or("1x128,8x128,4x1024")
+        .split(',')
+        .map(|s| {
+            s.split_once('x')
+                .and_then(|(b, p)| Some((b.parse().ok()?, p.parse().ok()?)))
+                .ok_or(format!("bench: bad shape `{s}` (want BxP)"))
+        })
+        .collect::<Result<_, _>>()?;
+    let all_cases = tlens::bench::CASES.map(str::to_string).to_vec();
+    let cases: Vec<String> = flag(args, "--cases")
+        .map(|c| c.split(',').map(str::to_string).collect())
+        .unwrap_or(all_cases);
+    let vs_python = args.iter().any(|a| a == "--vs-python");
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build.args([
+        "build",
+        "--release",
+        "--quiet",
+        "--bin",
+        "tlens-bench",
+        "--no-default-features",
+        "--features",
+        &features,
+    ]);
+    if backends.iter().any(|b| b == "tch") && std::env::var_os("LIBTORCH").is_none() {
+        build.env("LIBTORCH", libtorch()?);
+    }
+    sh(build.current_dir(root()))?;
+    let bench_dir = root().join("target/bench");
+    std::fs::create_dir_all(&bench_dir).map_err(|e| e.to_string())?;
+    let exe = bench_dir.join(format!("tlens-bench-{}", backends.join("-")));
+    std::fs::copy(root().join("target/release/tlens-bench"), &exe).map_err(|e| e.to_string())?;
+    let python = root().join("reference/.venv/bin/python");
+    if vs_python && !python.exists() {
+        return Err(
+            "bench --vs-python needs the reference environment: run `cargo xtask reference` first"
+                .into(),
+        );
+    }
+
+    let mut runners: Vec<(String, Command)> = backends
+        .iter()
+        .map(|b| (b.clone(), Command::new(&exe)))
+        .collect();
+    if vs_python {
+        let mut py = Command::new(&python);
+        py.arg(root().join("reference/bench_tl.py"));
+        runners.push(("transformerlens".into(), py));
+    }
+    let mut results: Vec<serde_json::Value> = Vec::new();
+    for &(batch, pos) in &shapes {
+        let reps = if batch * pos >= 4096 { 1 } else { 3 };
+        for case in &cases {
+            for (name, runner) in &mut runners {
+                let mut cmd = Command::new(runner.get_program());
+                cmd.args(runner.get_args());
+                if name != "transformerlens" {
+                    cmd.arg(name.as_str());
+                }
+                cmd.args([
+                    case.clone(),
+                    batch.to_string(),
+                    pos.to_string(),
+                    reps.to_string(),
+                ]);
+                // Two threads everywhere: ndarray's matmul needs MATMUL_NUM_THREADS besides rayon's setting.
+                cmd.envs([
+                    ("RAYON_NUM_THREADS", "2"),
+                    ("MATMUL_NUM_THREADS", "2"),
+                    ("OMP_NUM_THREADS", "2"),
+                    ("TLENS_BENCH_THREADS", "2"),
+                ]);
+                eprint!("bench {name:>15} {case:<32} {batch}x{pos} ... ");
+                let out = cmd.output().map_err(|e| format!("{name}: {e}"))?;
+                let line = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_string();
+                let mut value: serde_json::Value = if out.status.success() {
+                    serde_json::from_str(&line)
+                        .map_err(|e| format!("{name} {case}: bad output {line:?}: {e}"))?
+                } else {
+                    let err = String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("killed")
+                        .to_string();
+                    serde_json::json!({"case": case, "batch": batch, "pos": pos, "error": err})
+                };
+                value["backend"] = name.clone().into();
+                eprintln!(
+                    "{}",
+                    value.get("median_s").map_or_else(
+                        || format!("error: {}", value["error"]),
+                        |s| format!("{s:.3} s")
+                    )
+                );
+                results.push(value);
+            }
+        }
+    }
+    std::fs::write(
+        bench_dir.join("results.json"),
+        serde_json::to_string_pretty(&results).expect("json"),
+    )
+    .map_err(|e| e.to_string())?;
+    let table = bench_table(
+        &results,
+        &runners.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+    );
+    std::fs::write(root().join("book/src/bench-results.md"), &table).map_err(|e| e.to_string())?;
+    println!("{table}");
+    Ok(())
+}
+
+/// One row per (shape, case): per runner the median time, tokens/s, peak RSS; and the ratio to TransformerLens.
+fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
+    let mut rows = vec![
+        format!(
+            "| shape | case | {} |",
+            runners
+                .iter()
+                .map(|r| format!("{r}: s · tok/s · peak RSS"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+        format!("|---|---|{}", "---|".repeat(runners.len())),
+    ];
+    let mut keys: Vec<(u64, u64, String)> = Vec::new();
+    for r in results {
+        let key = (
+            r["batch"].as_u64().unwrap_or(0),
+            r["pos"].as_u64().unwrap_or(0),
+            r["case"].as_str().unwrap_or("").to_string(),
+        );
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for (batch, pos, case) in keys {
+        let find = |runner: &str| {
+            results.iter().find(|r| {
+                r["backend"] == runner
+                    && r["batch"] == batch
+                    && r["pos"] == pos
+                    && r["case"] == case.as_str()
+            })
+        };
+        let tl_time = find("transformerlens").and_then(|r| r["median_s"].as_f64());
+        let cells: Vec<String> = runners
+            .iter()
+            .map(|runner| match find(runner) {
+                Some(r) if r.get("median_s").is_some() => {
+                    let s = r["median_s"].as_f64().unwrap_or(f64::NAN);
+                    let ratio = match (tl_time, runner.as_str()) {
+                        (Some(tl), name) if name != "transformerlens" => {
+                            format!(" ({:.1}× TL)", tl / s)
+                        }
+                        _ => String::new(),
+                    };
+                    format!(
+                        "{s:.3}{ratio} · {:.0} · {:.2} GB",
+                        r["tokens_per_s"].as_f64().unwrap_or(0.0),
+                        r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
+                    )
+                }
+                Some(r) => format!("error: {}", r["error"].as_str().unwrap_or("?")),
+                None => "—".into(),
+            })
+            .collect();
+        rows.push(format!(
+            "| {batch}×{pos} | {case} | {} |",
+            cells.join(" | ")
+        ));
+    }
+    format!(
+        "Median wall time in seconds (with the speed-up over TransformerLens where measured), tokens per second \
+         (batch·pos / time) and the process's peak RSS. GPT-2-small shape, random weights, fp32, 2 threads; \
+         `cargo xtask bench`.\n\n{}\n",
+        rows.join("\n")
+    )
 }

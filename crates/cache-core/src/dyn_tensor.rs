@@ -223,11 +223,15 @@ impl<B: Backend> DynTensor<B> {
     }
 
     /// Moves logical axis `from` to position `to` (both may be negative), as `torch.movedim`.
+    ///
+    /// The result is a copy, never a view: burn-tch 0.21 marks a permuted view as the sole owner of its memory, so a
+    /// later in-place operation on it (burn-tch subtracts and divides in place when it can) would write through into
+    /// the cached activation it came from. `repeat_dim(_, 1)` allocates on every backend.
     pub fn movedim(self, from: isize, to: isize) -> Result<Self> {
         let pf = self.physical(from)?;
         let pt = self.physical(to)?;
         Ok(Self {
-            inner: self.inner.movedim(pf, pt),
+            inner: self.inner.movedim(pf, pt).repeat_dim(0, 1),
             rank: self.rank,
         })
     }
@@ -374,6 +378,12 @@ impl<B: Backend> DynTensor<B> {
             )));
         }
         let lead = Self::broadcast_shape(&a[..a.len() - 2], &b[..b.len() - 2])?;
+        let mut shape = lead.clone();
+        shape.extend([a[a.len() - 2], b[b.len() - 1]]);
+        if a.contains(&0) || b.contains(&0) {
+            // burn-flex 0.21 reads out of bounds on a matmul with an empty operand; the product is all zeros anyway.
+            return Ok(Self::zeros(&shape, &self.device()));
+        }
         Ok(Self {
             inner: self.inner.matmul(other.inner),
             rank: lead.len() + 2,

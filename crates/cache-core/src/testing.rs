@@ -25,8 +25,11 @@ pub fn random_config() -> HookedTransformerConfig {
     cfg
 }
 
-/// Deterministic pseudo-random values in `[-1, 1)`.
-struct Lcg(u64);
+/// Deterministic pseudo-random values in `[-scale, scale)`.
+struct Lcg {
+    state: u64,
+    scale: f32,
+}
 
 impl Lcg {
     fn tensor<B: Backend, const D: usize>(
@@ -37,11 +40,11 @@ impl Lcg {
         let n: usize = shape.iter().product();
         let values: Vec<f32> = (0..n)
             .map(|_| {
-                self.0 = self
-                    .0
+                self.state = self
+                    .state
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                ((self.0 >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+                (((self.state >> 40) as f32 / (1u64 << 23) as f32) - 1.0) * self.scale
             })
             .collect();
         Tensor::from_data(TensorData::new(values, shape), device)
@@ -50,7 +53,17 @@ impl Lcg {
 
 /// Random parameters for [`random_config`] on `device`.
 pub fn random_params<B: Backend>(device: &burn_tensor::Device<B>) -> ModelParams<B> {
-    let cfg = random_config();
+    random_params_for(random_config(), 7, 1.0, device)
+}
+
+/// Random parameters for any config with LayerNorm (`LNPre`, as after `fold_ln`) and MLPs: every value uniform in
+/// `[-scale, scale)`, reproducible from `seed` on every backend. Benchmarks use it for GPT-2-small-shaped models.
+pub fn random_params_for<B: Backend>(
+    cfg: HookedTransformerConfig,
+    seed: u64,
+    scale: f32,
+    device: &burn_tensor::Device<B>,
+) -> ModelParams<B> {
     let (d, h, dh, m, v) = (
         cfg.d_model,
         cfg.heads(),
@@ -58,7 +71,7 @@ pub fn random_params<B: Backend>(device: &burn_tensor::Device<B>) -> ModelParams
         cfg.mlp_width(),
         cfg.vocab(),
     );
-    let mut rng = Lcg(7);
+    let mut rng = Lcg { state: seed, scale };
     let norm = || Some(NormWeights::pre(NormalizationType::LNPre));
     let blocks = (0..cfg.n_layers)
         .map(|_| BlockWeights {
@@ -88,8 +101,8 @@ pub fn random_params<B: Backend>(device: &burn_tensor::Device<B>) -> ModelParams
         W_pos: rng.tensor([cfg.n_ctx, d], device),
         blocks,
         ln_final: norm(),
-        W_U: rng.tensor([d, v], device),
-        b_U: rng.tensor([v], device),
+        W_U: rng.tensor([d, cfg.vocab_out()], device),
+        b_U: rng.tensor([cfg.vocab_out()], device),
     };
     ModelParams { cfg, weights }
 }
@@ -106,7 +119,10 @@ pub fn random_cache<B: Backend>(batch: usize, pos: usize) -> ActivationCache<B> 
     let params = random_params::<B>(&device);
     let cfg = params.cfg.clone();
     let (d, h, dh, m) = (cfg.d_model, cfg.heads(), cfg.d_head, cfg.mlp_width());
-    let mut rng = Lcg(11);
+    let mut rng = Lcg {
+        state: 11,
+        scale: 1.0,
+    };
     let mut entries: IndexMap<String, DynTensor<B>> = IndexMap::new();
     let mut put = |k: &str, t: DynTensor<B>| {
         entries.insert(k.to_string(), t);

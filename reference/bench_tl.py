@@ -1,0 +1,89 @@
+"""TransformerLens side of `cargo xtask bench --vs-python`.
+
+`bench_tl.py CASE BATCH POS REPS` runs one case on a GPT-2-small-shaped HookedTransformer (random weights, LNPre as
+after fold_ln, torch CPU, fp32, TLENS_BENCH_THREADS threads) and prints one JSON line with the fields tlens-bench
+prints. The calls mirror src/bench.rs case by case.
+"""
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
+
+
+def config():
+    return HookedTransformerConfig(
+        n_layers=12, d_model=768, n_ctx=1024, d_head=64, n_heads=12, d_mlp=3072, d_vocab=50257,
+        act_fn="gelu_new", normalization_type="LNPre", device="cpu", seed=0,
+    )
+
+
+def cache_method(cache, case, batch):
+    last = -1
+    if case == "accumulated_resid":
+        return cache.accumulated_resid(incl_mid=True, apply_ln=True)
+    if case == "decompose_resid":
+        return cache.decompose_resid()
+    if case == "head_results":
+        # A fresh cache each time, as tlens clones its cache: compute_head_results would otherwise skip later reps.
+        cache = ActivationCache(dict(cache.cache_dict), cache.model)
+        cache.compute_head_results()
+        return cache.stack_head_results(apply_ln=True)
+    if case == "full_resid_decomposition":
+        return cache.get_full_resid_decomposition(expand_neurons=False, apply_ln=True)
+    if case == "full_resid_decomposition_expand":
+        return cache.get_full_resid_decomposition(pos_slice=last)
+    if case == "stack_neuron_results":
+        return cache.stack_neuron_results(12, pos_slice=last)
+    if case == "logit_attrs":
+        acc = cache.accumulated_resid(incl_mid=True, pos_slice=last)
+        return cache.logit_attrs(acc, tokens=torch.arange(batch) + 100, pos_slice=last)
+    raise SystemExit(f"error: unknown case {case}")
+
+
+def main():
+    case, batch, pos, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(int(os.environ.get("TLENS_BENCH_THREADS", "2")))
+    torch.set_grad_enabled(False)
+    model = HookedTransformer(config())
+    model.eval()
+    tokens = torch.tensor([[(b * 7919 + p * 104729 + 13) % 50257 for p in range(pos)] for b in range(batch)])
+    seconds, cache_bytes = [], 0
+    if case == "forward":
+        for _ in range(reps):
+            start = time.perf_counter()
+            model(tokens)
+            seconds.append(time.perf_counter() - start)
+    elif case == "run_with_cache":
+        for _ in range(reps):
+            start = time.perf_counter()
+            _, cache = model.run_with_cache(tokens)
+            cache_bytes = sum(t.numel() * t.element_size() for t in cache.values())
+            del cache
+            seconds.append(time.perf_counter() - start)
+    else:
+        if case == "head_results" and batch * pos >= 4096:
+            # compute_head_results materialises [batch, pos, heads, d_head, d_model] per layer: ~10 GB here.
+            raise SystemExit("error: skipped, TransformerLens would need ~10 GB for one layer's temporary")
+        _, cache = model.run_with_cache(tokens)
+        cache_bytes = sum(t.numel() * t.element_size() for t in cache.values())
+        for _ in range(reps):
+            start = time.perf_counter()
+            out = cache_method(cache, case, batch)
+            seconds.append(time.perf_counter() - start)
+            del out
+    median = statistics.median_low(seconds)
+    print(json.dumps({
+        "case": case, "batch": batch, "pos": pos, "seconds": seconds, "median_s": median,
+        "tokens_per_s": batch * pos / median, "cache_bytes": cache_bytes,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+//! Benchmark cases: a GPT-2-small-shaped model with random weights, timed on one backend.
+//!
+//! `cargo xtask bench` runs each case in its own `tlens-bench` process, so that the process's peak RSS belongs to the
+//! case alone, and `--vs-python` runs the same cases in TransformerLens (`reference/bench_tl.py`).
+
+use std::time::Instant;
+
+use burn_tensor::backend::Backend;
+use serde::Serialize;
+use tlens_cache_core::testing::random_params_for;
+use tlens_cache_core::{
+    AccumulatedResid, ActFn, ActivationCache, DecomposeResid, GetFullResidDecomposition,
+    HookedTransformerConfig, LogitAttrs, RunOptions, Slice, StackHeadResults, StackNeuronResults,
+    TokenIds,
+};
+use tlens_model::{HookedTransformer, TokenBatch};
+
+use crate::backend::BackendTask;
+use crate::error::{Result, TlensError};
+
+/// Every case, in the order the benchmark runs them.
+pub const CASES: [&str; 9] = [
+    "forward",
+    "run_with_cache",
+    "accumulated_resid",
+    "decompose_resid",
+    "head_results",
+    "full_resid_decomposition",
+    "full_resid_decomposition_expand",
+    "stack_neuron_results",
+    "logit_attrs",
+];
+
+/// GPT-2 small's shape: 12 layers, d_model 768, 12 heads of 64, d_mlp 3072, vocab 50257, n_ctx 1024, gelu_new, and
+/// LayerNorm folded (`LNPre`) as after `from_pretrained`.
+pub fn gpt2_small_config() -> HookedTransformerConfig {
+    let mut cfg = HookedTransformerConfig::new(12, 768, 1024, 64, 50257).expect("a valid config");
+    cfg.d_mlp = Some(3072);
+    cfg.act_fn = Some(ActFn::GeluNew);
+    cfg.normalization_type = Some(tlens_cache_core::NormalizationType::LNPre);
+    cfg
+}
+
+/// One benchmark case at one shape.
+pub struct BenchCase {
+    /// One of [`CASES`].
+    pub case: String,
+    /// Batch size.
+    pub batch: usize,
+    /// Positions per sequence.
+    pub pos: usize,
+    /// Timed repetitions (the median is reported).
+    pub reps: usize,
+}
+
+/// What one case measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    /// The case.
+    pub case: String,
+    /// Batch size.
+    pub batch: usize,
+    /// Positions per sequence.
+    pub pos: usize,
+    /// Each repetition's wall time, seconds.
+    pub seconds: Vec<f64>,
+    /// The median of `seconds`.
+    pub median_s: f64,
+    /// `batch·pos / median_s`.
+    pub tokens_per_s: f64,
+    /// Bytes held by the activation cache (0 for `forward`).
+    pub cache_bytes: usize,
+    /// The process's peak resident set size at the end, bytes (`VmHWM`; 0 where /proc is absent).
+    pub peak_rss_bytes: u64,
+}
+
+impl BackendTask for BenchCase {
+    type Output = Result<BenchResult>;
+
+    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<BenchResult> {
+        if !CASES.contains(&self.case.as_str()) {
+            return Err(TlensError::Backend(format!(
+                "unknown bench case `{}`; cases: {}",
+                self.case,
+                CASES.join(", ")
+            )));
+        }
+        if self.reps == 0 || self.batch == 0 || self.pos == 0 {
+            return Err(TlensError::Backend(
+                "batch, pos and reps must be at least 1".into(),
+            ));
+        }
+        let params = random_params_for::<B>(gpt2_small_config(), 0x5eed, 0.02, &device);
+        let model = HookedTransformer::new(params.cfg, params.weights)?;
+        // Token ids from a fixed LCG, below the vocabulary.
+        let rows: Vec<Vec<u32>> = (0..self.batch)
+            .map(|b| {
+                (0..self.pos)
+                    .map(|p| ((b * 7919 + p * 104_729 + 13) % 50257) as u32)
+                    .collect()
+            })
+            .collect();
+        let tokens = TokenBatch::new(&rows)?;
+        let sync = |t: burn_tensor::Tensor<B, 3>| drop(t.into_data());
+        let mut seconds = Vec::with_capacity(self.reps);
+        let mut cache_bytes = 0;
+        match self.case.as_str() {
+            "forward" => {
+                for _ in 0..self.reps {
+                    let start = Instant::now();
+                    sync(model.forward(&tokens)?);
+                    seconds.push(start.elapsed().as_secs_f64());
+                }
+            }
+            "run_with_cache" => {
+                for _ in 0..self.reps {
+                    let start = Instant::now();
+                    let (logits, cache) = model.run_with_cache(&tokens, RunOptions::default())?;
+                    sync(logits);
+                    cache_bytes = bytes(&cache);
+                    drop(cache);
+                    seconds.push(start.elapsed().as_secs_f64());
+                }
+            }
+            method => {
+                let (_, cache) = model.run_with_cache(&tokens, RunOptions::default())?;
+                cache_bytes = bytes(&cache);
+                for _ in 0..self.reps {
+                    let start = Instant::now();
+                    let out = cache_method(&cache, method)?;
+                    drop(out.into_data());
+                    seconds.push(start.elapsed().as_secs_f64());
+                }
+            }
+        }
+        let mut sorted = seconds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median_s = sorted[sorted.len() / 2];
+        Ok(BenchResult {
+            tokens_per_s: (self.batch * self.pos) as f64 / median_s,
+            case: self.case,
+            batch: self.batch,
+            pos: self.pos,
+            seconds,
+            median_s,
+            cache_bytes,
+            peak_rss_bytes: peak_rss(),
+        })
+    }
+}
+
+/// The cache methods as the benchmark calls them; TransformerLens's side (`reference/bench_tl.py`) makes the same
+/// calls. Neuron-level stacks keep only the last position: at every position they would not fit in memory.
+fn cache_method<B: Backend>(
+    cache: &ActivationCache<B>,
+    method: &str,
+) -> Result<tlens_cache_core::DynTensor<B>> {
+    let last = || Slice::Index(-1);
+    Ok(match method {
+        "accumulated_resid" => {
+            cache
+                .accumulated_resid(AccumulatedResid {
+                    incl_mid: true,
+                    apply_ln: true,
+                    ..Default::default()
+                })?
+                .tensor
+        }
+        "decompose_resid" => cache.decompose_resid(DecomposeResid::default())?.tensor,
+        "head_results" => {
+            let mut cache = cache.clone();
+            cache.compute_head_results()?;
+            cache
+                .stack_head_results(StackHeadResults {
+                    apply_ln: true,
+                    ..Default::default()
+                })?
+                .tensor
+        }
+        "full_resid_decomposition" => {
+            cache
+                .get_full_resid_decomposition(GetFullResidDecomposition {
+                    expand_neurons: false,
+                    apply_ln: true,
+                    ..Default::default()
+                })?
+                .tensor
+        }
+        "full_resid_decomposition_expand" => {
+            cache
+                .get_full_resid_decomposition(GetFullResidDecomposition {
+                    pos_slice: last(),
+                    ..Default::default()
+                })?
+                .tensor
+        }
+        "stack_neuron_results" => {
+            cache
+                .stack_neuron_results(
+                    None,
+                    StackNeuronResults {
+                        pos_slice: last(),
+                        ..Default::default()
+                    },
+                )?
+                .tensor
+        }
+        "logit_attrs" => {
+            let acc = cache
+                .accumulated_resid(AccumulatedResid {
+                    incl_mid: true,
+                    pos_slice: last(),
+                    ..Default::default()
+                })?
+                .tensor;
+            let batch = acc.shape()[1];
+            let tokens = TokenIds::new((0..batch as i64).map(|b| 100 + b).collect(), vec![batch])?;
+            cache.logit_attrs(
+                acc,
+                tokens,
+                LogitAttrs {
+                    pos_slice: last(),
+                    ..Default::default()
+                },
+            )?
+        }
+        other => unreachable!("checked against CASES: {other}"),
+    })
+}
+
+fn bytes<B: Backend>(cache: &ActivationCache<B>) -> usize {
+    cache
+        .values()
+        .map(|t| t.shape().iter().product::<usize>() * 4)
+        .sum()
+}
+
+/// Peak resident set size of this process (`VmHWM` of /proc/self/status), bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
