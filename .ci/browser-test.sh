@@ -29,7 +29,7 @@ check_report() {
     local html="$work/$name.html" profile
     echo "== $name: tlens report $*"
     tlens report --out "$html" "$@" | tee "$work/$name.stdout"
-    grep -q "^wrote $html" "$work/$name.stdout"
+    grep -aq "^wrote $html" "$work/$name.stdout"
     profile=$(mktemp -d)
     timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$profile" \
@@ -41,9 +41,9 @@ check_report() {
     }
     rm -rf "$profile"
     local expected rendered marked console
-    expected=$(grep -o 'data-expected-charts="[0-9]*"' "$work/$name.dom" | grep -o '[0-9]*' || true)
-    rendered=$(grep -o 'data-charts-rendered="[0-9]*"' "$work/$name.dom" | grep -o '[0-9]*' || true)
-    marked=$(grep -o 'data-rendered="1"' "$work/$name.dom" | wc -l)
+    expected=$(grep -ao 'data-expected-charts="[0-9]*"' "$work/$name.dom" | grep -ao '[0-9]*' || true)
+    rendered=$(grep -ao 'data-charts-rendered="[0-9]*"' "$work/$name.dom" | grep -ao '[0-9]*' || true)
+    marked=$(grep -ao 'data-rendered="1"' "$work/$name.dom" | wc -l)
     console=$(grep 'CONSOLE' "$work/$name.stderr" || true)
     echo "   charts: expected ${expected:-?}, the script says ${rendered:-?}, marked rendered $marked"
     echo "   console: ${console:-<nothing>}"
@@ -52,25 +52,25 @@ check_report() {
         echo "FAIL $name: not every chart was drawn"
         ok=0
     fi
-    if ! grep -q '<canvas' "$work/$name.dom" || ! grep -q '<svg' "$work/$name.dom"; then
+    if ! grep -aq '<canvas' "$work/$name.dom" || ! grep -aq '<svg' "$work/$name.dom"; then
         echo "FAIL $name: no canvas heatmap or no SVG chart in the page"
         ok=0
     fi
     for chart in scores lens dla-heads dla-layers attention; do
-        if ! grep -q "data-chart=\"$chart\"[^>]*data-rendered=\"1\"" "$work/$name.dom"; then
+        if ! grep -aq "data-chart=\"$chart\"[^>]*data-rendered=\"1\"" "$work/$name.dom"; then
             echo "FAIL $name: chart $chart is missing or empty"
             ok=0
         fi
     done
-    if grep -q 'data-error=' "$work/$name.dom"; then
+    if grep -aq 'data-error=' "$work/$name.dom"; then
         echo "FAIL $name: the page recorded a script error"
         ok=0
     fi
-    if ! grep -q 'tlens report: rendered' <<<"$console"; then
+    if ! grep -aq 'tlens report: rendered' <<<"$console"; then
         echo "FAIL $name: the report's console line is missing (script did not finish, or console not captured)"
         ok=0
     fi
-    if grep -v 'tlens report: rendered' <<<"$console" | grep -q .; then
+    if grep -v 'tlens report: rendered' <<<"$console" | grep -aq .; then
         echo "FAIL $name: the console shows other messages (errors or warnings)"
         ok=0
     fi

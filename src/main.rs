@@ -130,11 +130,11 @@ struct AttributeCmd {
 
 #[derive(Args)]
 struct ScoreOpts {
-    /// Length of the random sequence that is repeated (default: min(50, (n_ctx − 1) / 2)).
+    /// Length of the random sequence that is repeated (default: min(20, (n_ctx − 1) / 2)).
     #[arg(long)]
     seq_len: Option<usize>,
     /// How many random sequences to average over.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     sequences: usize,
     /// Seed of the random tokens.
     #[arg(long, default_value_t = 0)]
@@ -490,8 +490,11 @@ impl BackendTask for PatternsCmd {
         bar.finish_and_clear();
         println!("model: {name}");
         println!(
-            "head scores on {} sequences [BOS, r, r] of {} repeated random tokens (seed {}):",
-            scores.batch, scores.seq_len, scores.seed
+            "head scores on {} sequences {} of {} repeated random tokens (seed {}):",
+            scores.batch,
+            scores.layout(),
+            scores.seq_len,
+            scores.seed
         );
         print_scores("induction", &scores.induction);
         print_scores("previous token", &scores.prev_token);

@@ -110,6 +110,38 @@ fn run_reads_token_ids_from_json() {
 }
 
 #[test]
+fn transformerlens_folders_without_a_tokenizer_take_token_ids() {
+    let tokens = temp("tl.json");
+    std::fs::write(&tokens, "[1, 2, 3, 4, 1, 2]").unwrap();
+    let tl = [
+        "--model",
+        "tests/models/tl-attnonly",
+        "--tokens",
+        tokens.to_str().unwrap(),
+    ];
+    let stdout = ok(&[&["lens", "--top", "1"][..], &tl].concat());
+    assert!(
+        stdout.contains("model: tests/models/tl-attnonly"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("position 5 \"#2\""), "{stdout}");
+    let stdout = ok(&[&["attribute", "--target", "id:3"][..], &tl].concat());
+    assert!(stdout.contains("logit(\"#3\")"), "{stdout}");
+    let stdout = ok(&["patterns", "--model", "tests/models/tl-attnonly"]);
+    assert!(
+        stdout.contains("sequences [r, r] of 8 repeated"),
+        "{stdout}"
+    );
+    let out = tlens(&["lens", "--model", "tests/models/tl-attnonly"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no tokenizer; pass token ids with --tokens FILE"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(tokens);
+}
+
+#[test]
 fn lens_prints_every_layer_at_every_position() {
     let stdout = ok(&[
         "lens",
@@ -193,7 +225,7 @@ fn patterns_scores_every_head() {
         assert!(stdout.contains(line), "{stdout}");
     }
     let stdout = ok(&["patterns"]);
-    assert!(stdout.contains("head scores on 8 sequences"), "{stdout}");
+    assert!(stdout.contains("head scores on 16 sequences"), "{stdout}");
 }
 
 #[test]

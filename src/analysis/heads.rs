@@ -22,9 +22,9 @@ use crate::error::{Result, TlensError};
 /// Arguments of [`head_scores`].
 #[derive(Clone, Debug)]
 pub struct HeadScoresArgs {
-    /// Length `n` of the random sequence (it appears twice); `None`: `min(50, (n_ctx − 1) / 2)`.
+    /// Length `n` of the random sequence (it appears twice); `None`: `min(20, (n_ctx − 1) / 2)` (TransformerLens demos use 20 to 50; 20 fits small models' training contexts).
     pub seq_len: Option<usize>,
-    /// How many random sequences. Default 8.
+    /// How many random sequences. Default 16.
     pub batch: usize,
     /// Seed of the random tokens. Default 0.
     pub seed: u64,
@@ -34,7 +34,7 @@ impl Default for HeadScoresArgs {
     fn default() -> Self {
         Self {
             seq_len: None,
-            batch: 8,
+            batch: 16,
             seed: 0,
         }
     }
@@ -55,6 +55,8 @@ pub struct HeadScores {
     pub batch: usize,
     /// The seed.
     pub seed: u64,
+    /// The BOS token each sequence starts with, if any.
+    pub bos: Option<u32>,
     /// The first sequence (`[BOS,] r, r`), for display.
     pub tokens: Vec<u32>,
     /// Attention patterns of the first sequence: `patterns[layer][head]` is `[q][k]` flattened row-major.
@@ -72,11 +74,37 @@ impl HeadScores {
         best(&self.prev_token)
     }
 
+    /// How the sequences look: `[BOS, r, r]`, or `[r, r]` without a BOS.
+    pub fn layout(&self) -> &'static str {
+        if self.bos.is_some() {
+            "[BOS, r, r]"
+        } else {
+            "[r, r]"
+        }
+    }
+
     /// One line: which head is the clearest induction head, and how clear.
     pub fn headline(&self) -> String {
         let (l, h, s) = self.best_induction();
         if s >= INDUCTION_THRESHOLD {
-            format!("L{l}H{h} is an induction head, score {s:.2}")
+            let mut others: Vec<(f32, String)> = self
+                .induction
+                .iter()
+                .enumerate()
+                .flat_map(|(ol, row)| row.iter().enumerate().map(move |(oh, &v)| (v, ol, oh)))
+                .filter(|&(v, ol, oh)| v >= INDUCTION_THRESHOLD && (ol, oh) != (l, h))
+                .map(|(v, ol, oh)| (v, format!("L{ol}H{oh} {v:.2}")))
+                .collect();
+            others.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut line = format!("L{l}H{h} is an induction head, score {s:.2}");
+            if !others.is_empty() {
+                let list: Vec<String> = others.into_iter().map(|(_, t)| t).collect();
+                line.push_str(&format!(
+                    " (also above {INDUCTION_THRESHOLD}: {})",
+                    list.join(", ")
+                ));
+            }
+            line
         } else {
             format!(
                 "no clear induction head: the highest induction score is {s:.2} (L{l}H{h}; a clear one scores ≥ {INDUCTION_THRESHOLD})"
@@ -161,7 +189,7 @@ pub fn head_scores<B: Backend>(
     let prefix = usize::from(bos.is_some());
     let seq_len = args
         .seq_len
-        .unwrap_or_else(|| 50.min(cfg.n_ctx.saturating_sub(prefix) / 2));
+        .unwrap_or_else(|| 20.min(cfg.n_ctx.saturating_sub(prefix) / 2));
     if prefix + 2 * seq_len > cfg.n_ctx {
         return Err(TlensError::Analysis(format!(
             "a repeated sequence of {seq_len} tokens needs {} positions; the model has {}",
@@ -225,6 +253,7 @@ pub fn head_scores<B: Backend>(
         seq_len: n,
         batch,
         seed: args.seed,
+        bos,
         tokens: tokens.row(0).to_vec(),
         patterns,
     })

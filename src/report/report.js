@@ -105,7 +105,7 @@
     var node = document.querySelector('[data-chart="scores"]');
     var s = data.scores;
     document.getElementById("scores-help").textContent =
-      "Measured on " + s.batch + " sequences [BOS, r, r] of " + s.seq_len + " random tokens r repeated (seed " + s.seed +
+      "Measured on " + s.batch + " sequences " + (s.bos === null ? "[r, r]" : "[BOS, r, r]") + " of " + s.seq_len + " random tokens r repeated (seed " + s.seed +
       "). Induction: attention from each repeated token to the token after its first occurrence. Previous token: " +
       "attention to the position before. Duplicate token: attention to the first occurrence itself.";
     var wrap = el("div", { "class": "score-tables" });
