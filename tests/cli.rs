@@ -284,6 +284,9 @@ fn errors_are_one_line_and_exit_non_zero() {
         vec!["patterns", "--head", "head two"],
         vec!["patterns", "--seq-len", "100000"],
         vec!["report", "--out", "/no/such/dir/report.html"],
+        vec!["run", "--prompt", "x", "--tokens", "y.json"],
+        vec!["lens", "--top", "many"],
+        vec!["frobnicate"],
     ] {
         let result = tlens(&args);
         assert!(!result.status.success(), "{args:?} succeeded");
