@@ -305,3 +305,40 @@ fn report_is_self_contained_html() {
     assert_eq!(value["model"]["n_heads"], 4);
     assert_eq!(value["dla"]["against"], 5);
 }
+
+#[test]
+fn embedded_model_processing_keeps_the_log_probs() {
+    let device = Default::default();
+    let processed = embedded::model::<NdArray>(&device).unwrap();
+    let raw = embedded::induction_with::<NdArray>(Processing::none(), &device).unwrap();
+    let t = processed.tokenizer.as_ref().unwrap();
+    let tokens = TokenBatch::single(t.to_tokens(embedded::DEFAULT_PROMPT, true).unwrap()).unwrap();
+    let a = burn_tensor::activation::log_softmax(processed.model.forward(&tokens).unwrap(), 2);
+    let b = burn_tensor::activation::log_softmax(raw.model.forward(&tokens).unwrap(), 2);
+    let diff = (a - b).abs().max().into_scalar();
+    assert!(diff < 1e-3, "{diff}");
+}
+
+#[test]
+fn embedded_model_completes_the_repeated_prompt() {
+    let loaded = embedded::model::<NdArray>(&Default::default()).unwrap();
+    let t = loaded.tokenizer.as_ref().unwrap();
+    let ids = t.to_tokens(embedded::DEFAULT_PROMPT, true).unwrap();
+    let tokens = TokenBatch::single(ids.clone()).unwrap();
+    let (_, cache) = loaded
+        .model
+        .run_with_cache(&tokens, RunOptions::default())
+        .unwrap();
+    let table = logit_lens(&cache, &ids, &LensArgs::default()).unwrap();
+    // In the second half of the prompt (a repeat of the first), the model predicts most next tokens.
+    let half = ids.len() / 2 + 2;
+    let last = table.final_row();
+    let hits = (half..ids.len() - 1)
+        .filter(|&p| table.top[last][p][0].id == ids[p + 1])
+        .count();
+    assert!(
+        hits * 4 >= (ids.len() - 1 - half) * 3,
+        "{hits} of {}",
+        ids.len() - 1 - half
+    );
+}
