@@ -4,10 +4,10 @@
 //!   and golden files (needs PyPI; several GB of torch wheels the first time).
 //! - `libtorch`: assemble libtorch 2.9.0 (what burn-tch 0.21's tch 0.22 links) from the PyPI torch wheel, cached in
 //!   `~/.cache/tlens/libtorch-2.9.0` (or `$TLENS_LIBTORCH_DIR`); prints the `LIBTORCH` to build the `tch` feature with.
-//! - `bench [--features LIST] [--shapes 1x128,8x128,4x1024] [--cases a,b] [--vs-python]`: time a GPT-2-small-shaped
+//! - `bench [--features LIST] [--shapes 1x128,8x128,4x1024] [--cases a,b] [--vs-python] [--out FILE]`: time a GPT-2-small-shaped
 //!   model (random weights) on each backend, one process per case (peak RSS is per case); with `--vs-python` the same
 //!   cases in TransformerLens (reference/.venv). Writes `target/bench/results.json` and the Markdown table
-//!   `book/src/bench-results.md`.
+//!   (default `book/src/bench-results.md`).
 //! - `parity [--features LIST]`: build `tlens` with those backend features (default: ndarray), run every committed plan
 //!   on every compiled-in backend, compare each with its TransformerLens golden and with the first backend, print a
 //!   table, write it to `target/parity.md`, and exit non-zero on any disagreement.
@@ -280,7 +280,7 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let known = ["--features", "--shapes", "--cases", "--vs-python"];
+    let known = ["--features", "--shapes", "--cases", "--vs-python", "--out"];
     if let Some(bad) = args.iter().enumerate().find(|(i, a)| {
         a.starts_with("--") && !known.contains(&a.as_str()) || (*i == 0 && !a.starts_with("--"))
     }) {
@@ -410,7 +410,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         &results,
         &runners.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
     );
-    std::fs::write(root().join("book/src/bench-results.md"), &table).map_err(|e| e.to_string())?;
+    let out =
+        flag(args, "--out").map_or_else(|| root().join("book/src/bench-results.md"), PathBuf::from);
+    std::fs::write(&out, &table).map_err(|e| e.to_string())?;
     println!("{table}");
     Ok(())
 }
