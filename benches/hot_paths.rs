@@ -2,7 +2,7 @@
 //! 64, d_mlp 1024, vocab 5000; random weights; batch 4 × 64 positions). `cargo bench` runs them; the full-size
 //! comparison with TransformerLens is `cargo xtask bench`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use tlens::backend::NdArray;
 use tlens::cache_core::testing::random_params_for;
 use tlens::cache_core::{ActFn, NormalizationType, StackHeadResults, StackNeuronResults};

@@ -13,7 +13,7 @@
 //! processing (`Processing::none()`: the parameters exactly as trained).
 
 use burn_tensor::backend::Backend;
-use tlens_model::{load_hf_gpt2_bytes, load_transformerlens_bytes, LoadedModel, Processing};
+use tlens_model::{LoadedModel, Processing, load_hf_gpt2_bytes, load_transformerlens_bytes};
 
 use crate::error::Result;
 
@@ -30,8 +30,7 @@ pub const NAME: &str = "embedded 2-layer attention-only induction model (tests/m
 
 /// The prompt the subcommands use when given neither `--prompt` nor `--tokens`: a phrase said twice, so the second
 /// time round an induction head can predict each next token from the first.
-pub const DEFAULT_PROMPT: &str =
-    "When Mary and John went to the shops, John gave a drink to Mary. When Mary and John went to the shops, John gave a drink to";
+pub const DEFAULT_PROMPT: &str = "When Mary and John went to the shops, John gave a drink to Mary. When Mary and John went to the shops, John gave a drink to";
 
 /// The default model of every subcommand: the induction model, with TransformerLens's default processing.
 pub fn model<B: Backend>(device: &burn_tensor::Device<B>) -> Result<LoadedModel<B>> {

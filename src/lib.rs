@@ -25,12 +25,12 @@ pub mod report;
 
 pub use error::{Result, TlensError};
 pub use tlens_cache_core::{
-    self as cache_core, get_act_name, ActivationCache, CacheError, CacheKey, DynTensor,
-    HookedTransformerConfig, NamesFilter, RunOptions, Slice,
+    self as cache_core, ActivationCache, CacheError, CacheKey, DynTensor, HookedTransformerConfig,
+    NamesFilter, RunOptions, Slice, get_act_name,
 };
 pub use tlens_model::{
-    self as model, load_folder, load_hf_gpt2, load_transformerlens, load_transformerlens_bytes,
-    HookedTransformer, LoadedModel, ModelError, Processing, TokenBatch, Tokenizer,
+    self as model, HookedTransformer, LoadedModel, ModelError, Processing, TokenBatch, Tokenizer,
+    load_folder, load_hf_gpt2, load_transformerlens, load_transformerlens_bytes,
 };
 
 /// The book's chapters as doc tests: `cargo test --doc` compiles and runs every ```` ```rust ```` block of the user's

@@ -4,20 +4,20 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use burn_tensor::{backend::Backend, ElementConversion};
+use burn_tensor::{ElementConversion, backend::Backend};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tlens::analysis::attribution::{direct_logit_attribution, DlaArgs};
-use tlens::analysis::heads::{head_scores, prev_token_scores, HeadScoresArgs};
+use tlens::analysis::attribution::{DlaArgs, direct_logit_attribution};
+use tlens::analysis::heads::{HeadScoresArgs, head_scores, prev_token_scores};
 use tlens::analysis::input::{parse_token, read_token_file, token_strings};
-use tlens::analysis::lens::{logit_lens, LensArgs};
-use tlens::analysis::{resolve_position, Labelled};
-use tlens::backend::{run_on, BackendName, BackendTask};
+use tlens::analysis::lens::{LensArgs, logit_lens};
+use tlens::analysis::{Labelled, resolve_position};
+use tlens::backend::{BackendName, BackendTask, run_on};
 use tlens::plan::EvalPlan;
-use tlens::report::{build_report, ReportArgs, STEPS};
+use tlens::report::{ReportArgs, STEPS, build_report};
 use tlens::{
-    embedded, load_folder, LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError,
-    TokenBatch,
+    LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError, TokenBatch, embedded,
+    load_folder,
 };
 
 #[derive(Parser)]

@@ -59,7 +59,7 @@ impl PlanOutput {
                 other => {
                     return Err(err(format!(
                         "`{name}` has dtype {other:?}; plan outputs hold F32 and I64"
-                    )))
+                    )));
                 }
             };
             tensors.insert(name, (view.shape().to_vec(), values));

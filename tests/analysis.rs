@@ -1,15 +1,15 @@
 //! The analyses behind `tlens lens`, `attribute`, `patterns` and `report`, checked against identities that must hold.
 
 use burn_tensor::activation::softmax;
-use tlens::analysis::attribution::{direct_logit_attribution, DlaArgs};
+use tlens::analysis::attribution::{DlaArgs, direct_logit_attribution};
 use tlens::analysis::heads::{
-    attention_patterns, head_scores, prev_token_scores, repeated_random_tokens, HeadScoresArgs,
+    HeadScoresArgs, attention_patterns, head_scores, prev_token_scores, repeated_random_tokens,
 };
 use tlens::analysis::input::parse_token_json;
-use tlens::analysis::lens::{logit_lens, LensArgs};
+use tlens::analysis::lens::{LensArgs, logit_lens};
 use tlens::backend::NdArray;
-use tlens::report::{build_report, ReportArgs};
-use tlens::{embedded, load_folder, LoadedModel, Processing, RunOptions, TokenBatch};
+use tlens::report::{ReportArgs, build_report};
+use tlens::{LoadedModel, Processing, RunOptions, TokenBatch, embedded, load_folder};
 
 fn gpt2_tiny() -> LoadedModel<NdArray> {
     embedded::gpt2_tiny::<NdArray>(&Default::default()).unwrap()
@@ -140,19 +140,23 @@ fn sublayer_attributions_sum_to_the_logit_minus_its_bias() {
         // The heads of a layer plus b_O's share make up that layer's attention output.
         let neurons = dla.neurons.as_ref().unwrap();
         assert_eq!(neurons.len(), 20);
-        assert!(neurons
-            .windows(2)
-            .all(|w| w[0].value.abs() >= w[1].value.abs()));
+        assert!(
+            neurons
+                .windows(2)
+                .all(|w| w[0].value.abs() >= w[1].value.abs())
+        );
     }
-    assert!(direct_logit_attribution(
-        &cache,
-        &logits,
-        &DlaArgs {
-            position: 99,
-            ..DlaArgs::new(mary)
-        }
-    )
-    .is_err());
+    assert!(
+        direct_logit_attribution(
+            &cache,
+            &logits,
+            &DlaArgs {
+                position: 99,
+                ..DlaArgs::new(mary)
+            }
+        )
+        .is_err()
+    );
     assert!(direct_logit_attribution(&cache, &logits, &DlaArgs::new(1_000_000)).is_err());
 }
 
@@ -228,9 +232,11 @@ fn embedded_model_has_a_clear_induction_head() {
             s >= tlens::analysis::heads::INDUCTION_THRESHOLD,
             "L{l}H{h}: {s}"
         );
-        assert!(scores
-            .headline()
-            .starts_with(&format!("L{l}H{h} is an induction head")));
+        assert!(
+            scores
+                .headline()
+                .starts_with(&format!("L{l}H{h} is an induction head"))
+        );
     } else {
         // The tiny random GPT-2 has none.
         assert!(

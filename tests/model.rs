@@ -6,15 +6,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn_tensor::{activation::log_softmax, Tensor, TensorData};
+use burn_tensor::{Tensor, TensorData, activation::log_softmax};
 use tlens::backend::NdArray;
-use tlens::cache_core::save::{write_safetensors, NamedTensor};
-use tlens::model::safetensors_file::TensorFile;
+use tlens::cache_core::save::{NamedTensor, write_safetensors};
 use tlens::model::LoadedModel;
-use tlens::parity::{compare, PlanOutput, Tolerance};
+use tlens::model::safetensors_file::TensorFile;
+use tlens::parity::{PlanOutput, Tolerance, compare};
 use tlens::{
-    load_hf_gpt2, load_transformerlens, ActivationCache, CacheError, DynTensor, HookedTransformer,
-    ModelError, NamesFilter, Processing, RunOptions, TokenBatch,
+    ActivationCache, CacheError, DynTensor, HookedTransformer, ModelError, NamesFilter, Processing,
+    RunOptions, TokenBatch, load_hf_gpt2, load_transformerlens,
 };
 
 type B = NdArray;

@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use tlens::backend::{run_on, BackendName};
-use tlens::parity::{committed_plans, compare, divergent_calls, PlanOutput, Tolerance};
+use tlens::backend::{BackendName, run_on};
+use tlens::parity::{PlanOutput, Tolerance, committed_plans, compare, divergent_calls};
 use tlens::plan::EvalPlan;
 
 fn root() -> PathBuf {

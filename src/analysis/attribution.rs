@@ -14,7 +14,7 @@ use tlens_cache_core::{
     StackNeuronResults, TokenIds,
 };
 
-use super::{check_batch_index, resolve_position, Labelled};
+use super::{Labelled, check_batch_index, resolve_position};
 use crate::error::Result;
 
 /// Arguments of [`direct_logit_attribution`].

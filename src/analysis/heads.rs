@@ -161,10 +161,12 @@ pub fn repeated_random_tokens(
     let rows: Vec<Vec<u32>> = (0..batch)
         .map(|_| {
             let r: Vec<u32> = (0..seq_len)
-                .map(|_| loop {
-                    let t = (next() % vocab as u64) as u32;
-                    if Some(t) != bos {
-                        break t;
+                .map(|_| {
+                    loop {
+                        let t = (next() % vocab as u64) as u32;
+                        if Some(t) != bos {
+                            break t;
+                        }
                     }
                 })
                 .collect();

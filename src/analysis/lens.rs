@@ -5,7 +5,7 @@
 //! `accumulated_resid(apply_ln=True) @ W_U + b_U`), then a softmax over the vocabulary. The `final_post` row is the
 //! model's own prediction.
 
-use burn_tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn_tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::Serialize;
 use tlens_cache_core::{ActivationCache, LensOutput, LogitLens};
 

@@ -14,7 +14,9 @@ fn main() -> ExitCode {
     };
     let parsed = (backend.parse(), batch.parse(), pos.parse(), reps.parse());
     let (Ok(backend), Ok(batch), Ok(pos), Ok(reps)) = parsed else {
-        eprintln!("error: usage: tlens-bench BACKEND CASE BATCH POS REPS (a known backend and three positive integers)");
+        eprintln!(
+            "error: usage: tlens-bench BACKEND CASE BATCH POS REPS (a known backend and three positive integers)"
+        );
         return ExitCode::FAILURE;
     };
     match run_on(

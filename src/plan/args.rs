@@ -1,7 +1,7 @@
 //! Decoding a plan's encoded argument values (slices, token tensors, projections, references to earlier outputs),
 //! and checking that a call names only arguments its method takes.
 
-use burn_tensor::{backend::Backend, TensorData};
+use burn_tensor::{TensorData, backend::Backend};
 use serde_json::{Map, Value};
 use tlens_cache_core::{CacheError, DynTensor, Slice, TokenIds};
 use tlens_model::Tokenizer;
@@ -346,9 +346,10 @@ mod tests {
             (p.shape(), p.to_vec()),
             (vec![2, 2], vec![0.5, 1.0, 2.0, 3.0])
         );
-        assert!(a
-            .float_tensor::<burn_ndarray::NdArray>("ragged", &Default::default())
-            .is_err());
+        assert!(
+            a.float_tensor::<burn_ndarray::NdArray>("ragged", &Default::default())
+                .is_err()
+        );
         assert!(a.tokens("f", None).is_err(), "token ids must be integers");
         assert_eq!(a.reference("s").unwrap(), "acc");
         assert!(a.reference("p").is_err());

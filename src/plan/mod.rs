@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use burn_tensor::backend::Backend;
 use serde::Deserialize;
-use tlens_cache_core::save::{write_safetensors, NamedTensor};
+use tlens_cache_core::save::{NamedTensor, write_safetensors};
 use tlens_cache_core::{DynTensor, NamesFilter, RunOptions};
 use tlens_model::{
-    load_hf_gpt2, load_transformerlens, HookedTransformer, Processing, TokenBatch, Tokenizer,
+    HookedTransformer, Processing, TokenBatch, Tokenizer, load_hf_gpt2, load_transformerlens,
 };
 
 use crate::backend::BackendTask;

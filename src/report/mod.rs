@@ -12,10 +12,10 @@ use serde::Serialize;
 use tlens_cache_core::RunOptions;
 use tlens_model::{LoadedModel, TokenBatch};
 
-use crate::analysis::attribution::{direct_logit_attribution, Dla, DlaArgs};
-use crate::analysis::heads::{attention_patterns, head_scores, HeadScores, HeadScoresArgs};
+use crate::analysis::attribution::{Dla, DlaArgs, direct_logit_attribution};
+use crate::analysis::heads::{HeadScores, HeadScoresArgs, attention_patterns, head_scores};
 use crate::analysis::input::token_strings;
-use crate::analysis::lens::{logit_lens, LensArgs, LensTable};
+use crate::analysis::lens::{LensArgs, LensTable, logit_lens};
 use crate::error::Result;
 
 const TEMPLATE: &str = include_str!("template.html");

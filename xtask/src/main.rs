@@ -13,9 +13,9 @@
 //!   table, write it to `target/parity.md`, and exit non-zero on any disagreement.
 
 use std::path::{Path, PathBuf};
-use std::process::{exit, Command};
+use std::process::{Command, exit};
 
-use tlens::parity::{committed_plans, compare, divergent_calls, PlanOutput, Tolerance};
+use tlens::parity::{PlanOutput, Tolerance, committed_plans, compare, divergent_calls};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,6 +1,6 @@
 //! Direct logit attribution: `logit_attrs`, and the token ids it takes.
 
-use burn_tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn_tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::cache::{ActivationCache, ModelParams};
 use crate::dyn_tensor::DynTensor;

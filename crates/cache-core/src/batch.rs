@@ -49,7 +49,11 @@ impl<B: Backend> ActivationCache<B> {
             return Err(CacheError::InvalidArgument(format!(
                 "cannot remove the batch dimension from a cache with batch size {actual}{}; select one sequence with \
                  apply_slice_to_batch_dim first",
-                if wanted != actual { format!(" (expected {wanted})") } else { String::new() }
+                if wanted != actual {
+                    format!(" (expected {wanted})")
+                } else {
+                    String::new()
+                }
             )));
         }
         for t in self.entries.values_mut() {

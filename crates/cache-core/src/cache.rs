@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 
 use crate::config::HookedTransformerConfig;
 use crate::dyn_tensor::DynTensor;
-use crate::error::{closest, CacheError, Result};
+use crate::error::{CacheError, Result, closest};
 use crate::hook_names::CacheKey;
 use crate::recorder::RunOptions;
 use crate::slice::Slice;
@@ -54,10 +54,10 @@ impl<B: Backend> ActivationCache<B> {
     /// An unknown key is an error that names the closest existing keys.
     pub fn get(&self, key: impl Into<CacheKey>) -> Result<DynTensor<B>> {
         let key = key.into();
-        if let CacheKey::Name(name) = &key {
-            if let Some(t) = self.entries.get(name) {
-                return Ok(t.clone());
-            }
+        if let CacheKey::Name(name) = &key
+            && let Some(t) = self.entries.get(name)
+        {
+            return Ok(t.clone());
         }
         let name = key.resolve(self.model.cfg.n_layers);
         self.entries

@@ -8,9 +8,9 @@ use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::heads::StackHeadResults;
 use crate::ln::ApplyLnToStack;
-use crate::resid::{project, DecomposeMode, DecomposeResid};
+use crate::resid::{DecomposeMode, DecomposeResid, project};
 use crate::slice::Slice;
-use crate::stack::{concat_rows, Stack};
+use crate::stack::{Stack, concat_rows};
 
 /// Arguments of [`ActivationCache::get_full_resid_decomposition`], with TransformerLens's names and defaults.
 #[derive(Clone, Debug)]

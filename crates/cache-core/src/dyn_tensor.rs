@@ -11,7 +11,7 @@
 //!
 //! Convert to a typed tensor with [`DynTensor::into_tensor`], which checks the rank.
 
-use burn_tensor::{backend::Backend, Int, Shape, Tensor, TensorData};
+use burn_tensor::{Int, Shape, Tensor, TensorData, backend::Backend};
 
 use crate::error::{CacheError, Result};
 

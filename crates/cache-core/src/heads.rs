@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::hook_names::CacheKey;
 use crate::ln::ApplyLnToStack;
 use crate::slice::Slice;
-use crate::stack::{concat_rows, Stack};
+use crate::stack::{Stack, concat_rows};
 
 /// Arguments of [`ActivationCache::stack_head_results`], with TransformerLens's names and defaults.
 #[derive(Clone, Debug, Default)]

@@ -66,7 +66,7 @@ pub use decomposition::GetFullResidDecomposition;
 pub use dyn_tensor::DynTensor;
 pub use error::{CacheError, Result};
 pub use heads::StackHeadResults;
-pub use hook_names::{get_act_name, CacheKey};
+pub use hook_names::{CacheKey, get_act_name};
 pub use ln::ApplyLnToStack;
 pub use neurons::{GetNeuronResults, StackNeuronResults};
 pub use recorder::{HookRecorder, NamesFilter, RunOptions};

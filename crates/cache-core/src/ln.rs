@@ -90,10 +90,11 @@ impl<B: Backend> ActivationCache<B> {
         let Some(norm) = self.cfg().normalization_type else {
             return Ok(stack);
         };
-        if args.recompute_ln && layer == self.n_layers() {
-            if let Some(ln_final) = &self.model.weights.ln_final {
-                return ln_final.forward_dyn(stack, self.cfg().eps);
-            }
+        if args.recompute_ln
+            && layer == self.n_layers()
+            && let Some(ln_final) = &self.model.weights.ln_final
+        {
+            return ln_final.forward_dyn(stack, self.cfg().eps);
         }
         if norm.centers() {
             let mean = stack.clone().mean_axis_keep(-1)?;

@@ -6,10 +6,10 @@ use burn_tensor::backend::Backend;
 use crate::cache::ActivationCache;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
-use crate::ln::{check_fits, ApplyLnToStack};
+use crate::ln::{ApplyLnToStack, check_fits};
 use crate::resid::project;
 use crate::slice::Slice;
-use crate::stack::{concat_rows, Stack};
+use crate::stack::{Stack, concat_rows};
 
 /// Arguments of [`ActivationCache::get_neuron_results`] besides the layer, with TransformerLens's defaults.
 #[derive(Clone, Debug, Default)]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use burn_tensor::{backend::Backend, Tensor};
+use burn_tensor::{Tensor, backend::Backend};
 use indexmap::IndexMap;
 
 use crate::dyn_tensor::DynTensor;

@@ -321,10 +321,8 @@ impl<B: Backend> ModelParams<B> {
         let mut bias = burn_tensor::Tensor::<B, 1>::zeros([self.cfg.d_model], &w.W_E.device());
         for block in &w.blocks[..layer] {
             bias = bias + block.attn.b_O.clone();
-            if include_mlp_biases {
-                if let Some(mlp) = &block.mlp {
-                    bias = bias + mlp.b_out.clone();
-                }
+            if include_mlp_biases && let Some(mlp) = &block.mlp {
+                bias = bias + mlp.b_out.clone();
             }
         }
         if mlp_input {

@@ -229,13 +229,15 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(Slice::Range {
-            start: None,
-            stop: None,
-            step: Some(0)
-        }
-        .indices(3, "x")
-        .is_err());
+        assert!(
+            Slice::Range {
+                start: None,
+                stop: None,
+                step: Some(0)
+            }
+            .indices(3, "x")
+            .is_err()
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use burn_tensor::{backend::Backend, Tensor, TensorData};
+use burn_tensor::{Tensor, TensorData, backend::Backend};
 use indexmap::IndexMap;
 
 use crate::cache::{ActivationCache, ModelParams};

@@ -4,7 +4,7 @@
 //! neuron results, `W_U` for logit attribution, `ln_final` for the logit lens). Cloning is cheap: burn tensors share
 //! their storage.
 
-use burn_tensor::{backend::Backend, Tensor};
+use burn_tensor::{Tensor, backend::Backend};
 
 use crate::config::NormalizationType;
 use crate::dyn_tensor::DynTensor;

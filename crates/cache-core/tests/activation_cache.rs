@@ -11,9 +11,9 @@ mod common;
 
 use common::*;
 use tlens_cache_core::{
-    get_act_name, AccumulatedResid, ActivationCache, ApplyLnToStack, CacheError, CacheKey,
-    DecomposeMode, DecomposeResid, DynTensor, GetFullResidDecomposition, GetNeuronResults,
-    LogitAttrs, Slice, StackHeadResults, StackNeuronResults, TokenIds,
+    AccumulatedResid, ActivationCache, ApplyLnToStack, CacheError, CacheKey, DecomposeMode,
+    DecomposeResid, DynTensor, GetFullResidDecomposition, GetNeuronResults, LogitAttrs, Slice,
+    StackHeadResults, StackNeuronResults, TokenIds, get_act_name,
 };
 
 /// TransformerLens compares these cases with `torch.isclose`'s default `atol` (1e-8) against an einsum computed in the

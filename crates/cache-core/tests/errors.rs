@@ -92,9 +92,11 @@ fn layers_out_of_range_are_errors() {
         )
         .map(|_| ())));
     // get_neuron_results takes Python-style negative layers.
-    assert!(cache
-        .get_neuron_results(-1, GetNeuronResults::default())
-        .is_ok());
+    assert!(
+        cache
+            .get_neuron_results(-1, GetNeuronResults::default())
+            .is_ok()
+    );
 }
 
 #[test]
@@ -221,16 +223,18 @@ fn stacks_that_do_not_fit_the_cache_are_errors() {
         )
         .unwrap_err();
     assert!(matches!(err, CacheError::Shape(_)), "{err}");
-    assert!(cache
-        .stack_neuron_results(
-            None,
-            StackNeuronResults {
-                project_output_onto: Some(p),
-                apply_ln: true,
-                ..Default::default()
-            }
-        )
-        .is_err());
+    assert!(
+        cache
+            .stack_neuron_results(
+                None,
+                StackNeuronResults {
+                    project_output_onto: Some(p),
+                    apply_ln: true,
+                    ..Default::default()
+                }
+            )
+            .is_err()
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The MLP activation functions, written as TransformerLens computes them.
 
-use burn_tensor::{activation, backend::Backend, Tensor};
+use burn_tensor::{Tensor, activation, backend::Backend};
 use tlens_cache_core::ActFn;
 
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`: GPT-2's GELU (`gelu_new`, `gelu_pytorch_tanh`).

@@ -80,7 +80,7 @@ pub fn config_from_hf_json(text: &str, source: &str) -> Result<HookedTransformer
         other => {
             return Err(err(format!(
                 "activation_function {other:?} is not supported"
-            )))
+            )));
         }
     };
     let n_ctx = hf

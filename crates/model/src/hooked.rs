@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use burn_tensor::{activation::softmax, backend::Backend, Bool, Tensor};
+use burn_tensor::{Bool, Tensor, activation::softmax, backend::Backend};
 use tlens_cache_core::error::closest;
 use tlens_cache_core::{
     ActFn, ActivationCache, AttentionWeights, CacheError, HookRecorder, HookedTransformerConfig,
@@ -120,14 +120,14 @@ impl<B: Backend> HookedTransformer<B> {
         options: RunOptions,
     ) -> Result<(Tensor<B, 3>, ActivationCache<B>)> {
         let all = self.hook_names();
-        if let NamesFilter::Names(wanted) = &options.names_filter {
-            if let Some(bad) = wanted.iter().find(|w| !all.contains(w)) {
-                return Err(CacheError::UnknownHook {
-                    name: bad.clone(),
-                    suggestions: closest(bad, all.iter().map(String::as_str)),
-                }
-                .into());
+        if let NamesFilter::Names(wanted) = &options.names_filter
+            && let Some(bad) = wanted.iter().find(|w| !all.contains(w))
+        {
+            return Err(CacheError::UnknownHook {
+                name: bad.clone(),
+                suggestions: closest(bad, all.iter().map(String::as_str)),
             }
+            .into());
         }
         let stop = options
             .stop_at_layer

@@ -16,8 +16,8 @@ pub mod tokens;
 pub use error::{ModelError, Result};
 pub use hooked::HookedTransformer;
 pub use loading::{
-    load_folder, load_hf_gpt2, load_hf_gpt2_bytes, load_transformerlens,
-    load_transformerlens_bytes, LoadedModel,
+    LoadedModel, load_folder, load_hf_gpt2, load_hf_gpt2_bytes, load_transformerlens,
+    load_transformerlens_bytes,
 };
 pub use processing::Processing;
 pub use tokenizer::Tokenizer;

@@ -9,7 +9,7 @@ use tlens_cache_core::HookedTransformerConfig;
 use crate::error::{ModelError, Result};
 use crate::gpt2;
 use crate::hooked::HookedTransformer;
-use crate::processing::{process, Processing};
+use crate::processing::{Processing, process};
 use crate::safetensors_file::TensorFile;
 use crate::state_dict::weights_from_state_dict;
 use crate::tokenizer::Tokenizer;
@@ -168,17 +168,17 @@ fn checked<B: Backend>(
     tokenizer: Option<Tokenizer>,
     source: &str,
 ) -> Result<LoadedModel<B>> {
-    if let Some(t) = &tokenizer {
-        if t.vocab_size() > model.cfg().vocab() {
-            return Err(ModelError::Config {
-                path: source.to_string(),
-                message: format!(
-                    "the tokenizer has {} tokens but the model's vocabulary only {}",
-                    t.vocab_size(),
-                    model.cfg().vocab()
-                ),
-            });
-        }
+    if let Some(t) = &tokenizer
+        && t.vocab_size() > model.cfg().vocab()
+    {
+        return Err(ModelError::Config {
+            path: source.to_string(),
+            message: format!(
+                "the tokenizer has {} tokens but the model's vocabulary only {}",
+                t.vocab_size(),
+                model.cfg().vocab()
+            ),
+        });
     }
     Ok(LoadedModel { model, tokenizer })
 }

@@ -1,7 +1,7 @@
 //! Weight processing as TransformerLens's `from_pretrained` does it (spec §7): `fold_ln`, `center_writing_weights`,
 //! `center_unembed`, `fold_value_biases`, in that order, each switchable.
 
-use burn_tensor::{backend::Backend, Tensor};
+use burn_tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 use tlens_cache_core::{HookedTransformerConfig, NormWeights, TransformerWeights};
 
@@ -51,11 +51,11 @@ pub fn process<B: Backend>(
     let norm = cfg.normalization_type;
     // TransformerLens decides both centring steps on the norm type before folding changes it.
     let centers = norm.is_some_and(|n| n.centers());
-    if p.fold_ln {
-        if let Some(kind) = norm {
-            fold_ln(w, kind.centers());
-            cfg.normalization_type = Some(kind.folded());
-        }
+    if p.fold_ln
+        && let Some(kind) = norm
+    {
+        fold_ln(w, kind.centers());
+        cfg.normalization_type = Some(kind.folded());
     }
     if p.center_writing_weights && centers {
         center_writing_weights(w);
@@ -120,11 +120,11 @@ fn fold_ln<B: Backend>(w: &mut TransformerWeights<B>, center: bool) {
             fold_into(&ln2, &mut mlp.W_in, &mut mlp.b_in, center);
             block.ln2 = Some(NormWeights::pre(ln2.kind));
         }
-        if let Some(mlp) = block.mlp.as_mut() {
-            if let Some(ln) = mlp.ln.take() {
-                fold_into(&ln, &mut mlp.W_out, &mut mlp.b_out, center);
-                mlp.ln = Some(NormWeights::pre(ln.kind));
-            }
+        if let Some(mlp) = block.mlp.as_mut()
+            && let Some(ln) = mlp.ln.take()
+        {
+            fold_into(&ln, &mut mlp.W_out, &mut mlp.b_out, center);
+            mlp.ln = Some(NormWeights::pre(ln.kind));
         }
     }
     if let Some(ln_final) = w.ln_final.take() {

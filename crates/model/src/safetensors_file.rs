@@ -53,7 +53,7 @@ impl TensorFile {
                     return Err(ModelError::UnsupportedDtype {
                         name,
                         dtype: format!("{other:?}"),
-                    })
+                    });
                 }
             };
             tensors.insert(name, TensorData::new(values, view.shape().to_vec()));

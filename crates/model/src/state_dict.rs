@@ -1,7 +1,7 @@
 //! TransformerLens state dicts: parameter names and shapes implied by a config, and reading them into
 //! [`TransformerWeights`].
 
-use burn_tensor::{backend::Backend, Tensor, TensorData};
+use burn_tensor::{Tensor, TensorData, backend::Backend};
 use tlens_cache_core::{
     ActFn, AttentionWeights, BlockWeights, HookedTransformerConfig, MlpWeights, NormWeights,
     NormalizationType, TransformerWeights,

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use tokenizers::AddedToken;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::AddedToken;
 
 use crate::error::{ModelError, Result};
 

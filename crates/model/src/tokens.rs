@@ -1,6 +1,6 @@
 //! [`TokenBatch`]: a checked batch of token ids, and its conversion to a burn tensor.
 
-use burn_tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn_tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::error::{ModelError, Result};
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tlens_cache_core::{ActivationCache, DynTensor, RunOptions};
 use tlens_model::{
-    load_hf_gpt2, load_transformerlens, HookedTransformer, LoadedModel, Processing, TokenBatch,
+    HookedTransformer, LoadedModel, Processing, TokenBatch, load_hf_gpt2, load_transformerlens,
 };
 
 pub type B = burn_ndarray::NdArray<f32>;
