@@ -1,5 +1,6 @@
 //! Attention heads one by one: `compute_head_results`, `stack_head_results`, and `stack_activation`.
 
+use burn_tensor::Tensor;
 use burn_tensor::backend::Backend;
 
 use crate::cache::ActivationCache;
@@ -45,7 +46,7 @@ impl<B: Backend> ActivationCache<B> {
             }
             let z_key = format!("blocks.{l}.attn.hook_z");
             let z = self.need("compute_head_results", &z_key)?;
-            let result = self.head_results_from_z(l, z)?;
+            let result = self.head_results_from_z(l, z)?.movedim(0, -2)?;
             let at = self
                 .entries
                 .get_index_of(&z_key)
@@ -55,15 +56,22 @@ impl<B: Backend> ActivationCache<B> {
         Ok(())
     }
 
-    /// `z[..., h, :] @ W_O[l][h]` for every head: `[..., H, dh] -> [..., H, D]`, by a batched matmul
-    /// (`[..., H, 1, dh] @ [H, dh, D]`), never a `[..., H, dh, D]` product.
+    /// Layer `layer`'s head outputs from its `hook_z`, heads first: `[..., H, dh] -> [H, ..., D]` (see
+    /// [`head_outputs`]).
     fn head_results_from_z(&self, layer: usize, z: DynTensor<B>) -> Result<DynTensor<B>> {
-        let w_o = DynTensor::new(self.model.weights.blocks[layer].attn.W_O.clone());
-        z.unsqueeze(-2)?.matmul(w_o)?.squeeze(-2)
+        let w_o = self.model.weights.blocks[layer].attn.W_O.clone();
+        let [heads, d_head, d_model] = w_o.dims();
+        let lead = &z.shape()[..z.rank().saturating_sub(2)];
+        let mut out_shape = vec![heads];
+        out_shape.extend_from_slice(lead);
+        out_shape.push(d_model);
+        let rows = lead.iter().product();
+        let z = z.reshape(&[rows, heads, d_head])?.into_tensor::<3>()?;
+        DynTensor::new(head_outputs(z, w_o)).reshape(&out_shape)
     }
 
-    /// Layer `layer`'s head results, pos-sliced: cached `hook_result` if present, else computed from `hook_z`
-    /// (sliced first, so only the kept positions are contracted).
+    /// Layer `layer`'s head results, pos-sliced and heads first (`[H, ..., D]`): cached `hook_result` if present,
+    /// else computed from `hook_z` (sliced first, so only the kept positions are contracted).
     fn head_results(
         &self,
         method: &'static str,
@@ -72,7 +80,9 @@ impl<B: Backend> ActivationCache<B> {
     ) -> Result<DynTensor<B>> {
         let key = format!("blocks.{layer}.attn.hook_result");
         if let Some(result) = self.entries.get(&key) {
-            return pos_slice.apply(result.clone(), -3, "pos_slice");
+            return pos_slice
+                .apply(result.clone(), -3, "pos_slice")?
+                .movedim(-2, 0);
         }
         let z = self.need(method, &format!("blocks.{layer}.attn.hook_z"))?;
         let z = pos_slice.apply(z, -3, "pos_slice")?;
@@ -100,10 +110,7 @@ impl<B: Backend> ActivationCache<B> {
         let mut rows = Vec::with_capacity(layer + 1);
         let mut labels = Vec::with_capacity(layer * heads + 1);
         for l in 0..layer {
-            rows.push(
-                self.head_results(METHOD, l, &args.pos_slice)?
-                    .movedim(-2, 0)?,
-            );
+            rows.push(self.head_results(METHOD, l, &args.pos_slice)?);
             labels.extend((0..heads).map(|h| format!("L{l}H{h}")));
         }
         let mut tensor = concat_rows(rows, || self.empty_rows(METHOD, &args.pos_slice, None))?;
@@ -196,4 +203,32 @@ impl<B: Backend> ActivationCache<B> {
             .collect::<Result<Vec<_>>>()?;
         DynTensor::stack(parts)
     }
+}
+
+/// Every head's output before the sum over heads, `z[n, h, :] @ W_O[h]`: `z` `[N, H, d_head]` and `W_O`
+/// `[H, d_head, D]` give `[H, N, D]`, heads first.
+///
+/// One batched GEMM with the heads as its batch (`[H, N, d_head] @ [H, d_head, D]`). Broadcasting `W_O` over the
+/// rows instead (`[N, H, 1, d_head] @ [H, d_head, D]`, the obvious reading of TransformerLens's einsum) costs N·H
+/// matrix–vector products on ndarray and a materialised `[N·H, d_head, D]` copy of `W_O` on libtorch: 50 to 60 times
+/// slower at GPT-2 small's 8×128 (`cargo xtask bench --cases head_results`, see the book's Performance chapter).
+///
+/// ```
+/// use burn_tensor::Tensor;
+/// use tlens_cache_core::head_outputs;
+/// type B = burn_ndarray::NdArray;
+/// let device = Default::default();
+/// // Two rows, two heads of size 1, d_model 3: head h's output is z[n, h] · W_O[h, 0, :].
+/// let z = Tensor::<B, 3>::from_floats([[[1.0], [2.0]], [[3.0], [4.0]]], &device);
+/// let w_o = Tensor::<B, 3>::from_floats([[[1.0, 0.0, 0.0]], [[0.0, 1.0, 1.0]]], &device);
+/// let out = head_outputs(z, w_o);
+/// assert_eq!(out.dims(), [2, 2, 3]);
+/// let expected = Tensor::<B, 3>::from_floats(
+///     [[[1.0, 0.0, 0.0], [3.0, 0.0, 0.0]], [[0.0, 2.0, 2.0], [0.0, 4.0, 4.0]]],
+///     &device,
+/// );
+/// out.into_data().assert_eq(&expected.into_data(), true);
+/// ```
+pub fn head_outputs<B: Backend>(z: Tensor<B, 3>, w_o: Tensor<B, 3>) -> Tensor<B, 3> {
+    z.swap_dims(0, 1).matmul(w_o)
 }

@@ -65,7 +65,7 @@ pub use config::{ActFn, HookedTransformerConfig, NormalizationType};
 pub use decomposition::GetFullResidDecomposition;
 pub use dyn_tensor::DynTensor;
 pub use error::{CacheError, Result};
-pub use heads::StackHeadResults;
+pub use heads::{StackHeadResults, head_outputs};
 pub use hook_names::{CacheKey, get_act_name};
 pub use ln::ApplyLnToStack;
 pub use neurons::{GetNeuronResults, StackNeuronResults};

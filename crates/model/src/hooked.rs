@@ -8,6 +8,7 @@ use tlens_cache_core::error::closest;
 use tlens_cache_core::{
     ActFn, ActivationCache, AttentionWeights, CacheError, HookRecorder, HookedTransformerConfig,
     MlpWeights, ModelParams, NamesFilter, NormWeights, RunOptions, TransformerWeights,
+    head_outputs,
 };
 
 use crate::activation;
@@ -281,11 +282,9 @@ impl<B: Backend> HookedTransformer<B> {
         rec.record(&b("hook_z"), &z)?;
 
         if cfg.use_attn_result {
-            // [B, P, H, 1, dh] @ [H, dh, D] -> [B, P, H, 1, D]: per-head outputs without a [.., H, dh, D] temporary.
-            let result = z
-                .unsqueeze_dim::<5>(3)
-                .matmul(w.W_O.clone().unsqueeze::<5>())
-                .reshape([batch, pos, heads, d_model]);
+            let result = head_outputs(z.reshape([batch * pos, heads, d_head]), w.W_O.clone())
+                .reshape([heads, batch, pos, d_model])
+                .permute([1, 2, 0, 3]);
             rec.record(&b("hook_result"), &result)?;
             Ok(result.sum_dim(2).reshape([batch, pos, d_model]) + w.b_O.clone().unsqueeze::<3>())
         } else {
