@@ -8,9 +8,10 @@
 //!   model (random weights) on each backend, one process per case (peak RSS is per case); with `--vs-python` the same
 //!   cases in TransformerLens (reference/.venv). Writes `target/bench/results.json` and the Markdown table
 //!   (default `book/src/bench-results.md`).
-//! - `parity [--features LIST]`: build `tlens` with those backend features (default: ndarray), run every committed plan
-//!   on every compiled-in backend, compare each with its TransformerLens golden and with the first backend, print a
-//!   table, write it to `target/parity.md`, and exit non-zero on any disagreement.
+//! - `parity [--features LIST] [--out FILE]`: build `tlens` with those backend features (default: ndarray), run every
+//!   committed plan on every compiled-in backend, compare each with its TransformerLens golden and with the first
+//!   backend, print a table, write it to FILE (default `target/parity.md`; the book's is
+//!   `book/src/parity-results.md`), and exit non-zero on any disagreement.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, exit};
@@ -152,16 +153,9 @@ open(os.path.join(out, "build-version"), "w").write("2.9.0\n")
 }
 
 fn parity(args: &[String]) -> Result<(), String> {
-    let features = match args {
-        [] => "ndarray".to_string(),
-        [flag, list] if flag == "--features" => list.clone(),
-        _ => return Err("usage: cargo xtask parity [--features ndarray,flex,tch,cuda]".into()),
-    };
-    let backends: Vec<&str> = features
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    check_args("parity", args, &["--features", "--out"])?;
+    let features = flag(args, "--features").unwrap_or("ndarray").to_string();
+    let backends = backend_list(&features);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(&cargo);
     build.args([
@@ -173,7 +167,7 @@ fn parity(args: &[String]) -> Result<(), String> {
         "--features",
         &features,
     ]);
-    if backends.contains(&"tch") && std::env::var_os("LIBTORCH").is_none() {
+    if backends.iter().any(|b| b == "tch") && std::env::var_os("LIBTORCH").is_none() {
         build.env("LIBTORCH", libtorch()?);
     }
     sh(build.current_dir(root()))?;
@@ -254,7 +248,8 @@ fn parity(args: &[String]) -> Result<(), String> {
         table.join("\n")
     );
     println!("{report}");
-    std::fs::write(root().join("target/parity.md"), &report).map_err(|e| e.to_string())?;
+    let out = flag(args, "--out").map_or_else(|| root().join("target/parity.md"), PathBuf::from);
+    std::fs::write(&out, &report).map_err(|e| e.to_string())?;
     if failures.is_empty() {
         println!(
             "parity: {} plans agree on {}",
@@ -271,6 +266,28 @@ fn parity(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// An error naming the first argument that is not one of `known` (or is a value with no flag before it).
+fn check_args(task: &str, args: &[String], known: &[&str]) -> Result<(), String> {
+    match args.iter().enumerate().find(|(i, a)| {
+        a.starts_with("--") && !known.contains(&a.as_str()) || (*i == 0 && !a.starts_with("--"))
+    }) {
+        Some((_, bad)) => Err(format!(
+            "{task}: unknown argument `{bad}`; takes {}",
+            known.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The backends of a `--features` list.
+fn backend_list(features: &str) -> Vec<String> {
+    features
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// A flag's value in `args` (`--name value`).
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
@@ -280,22 +297,13 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let known = ["--features", "--shapes", "--cases", "--vs-python", "--out"];
-    if let Some(bad) = args.iter().enumerate().find(|(i, a)| {
-        a.starts_with("--") && !known.contains(&a.as_str()) || (*i == 0 && !a.starts_with("--"))
-    }) {
-        return Err(format!(
-            "bench: unknown argument `{}`; takes {}",
-            bad.1,
-            known.join(", ")
-        ));
-    }
+    check_args(
+        "bench",
+        args,
+        &["--features", "--shapes", "--cases", "--vs-python", "--out"],
+    )?;
     let features = flag(args, "--features").unwrap_or("ndarray").to_string();
-    let backends: Vec<String> = features
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let backends = backend_list(&features);
     let shapes: Vec<(usize, usize)> = flag(args, "--shapes")
         .unwrap_or("1x128,8x128,4x1024")
         .split(',')
@@ -392,7 +400,7 @@ fn bench(args: &[String]) -> Result<(), String> {
                 value["backend"] = name.clone().into();
                 eprintln!(
                     "{}",
-                    value.get("median_s").map_or_else(
+                    value["median_s"].as_f64().map_or_else(
                         || format!("error: {}", value["error"]),
                         |s| format!("{s:.3} s")
                     )
