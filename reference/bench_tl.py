@@ -24,14 +24,16 @@ def config():
 
 
 def cache_method(cache, case, batch):
+    # A fresh cache each time, as tlens's methods leave their cache as it was: TransformerLens's stack_head_results
+    # (head_results, both full_resid_decomposition cases) would otherwise keep the head results it computes on the
+    # first rep and skip that work on the later ones.
+    cache = ActivationCache(dict(cache.cache_dict), cache.model)
     last = -1
     if case == "accumulated_resid":
         return cache.accumulated_resid(incl_mid=True, apply_ln=True)
     if case == "decompose_resid":
         return cache.decompose_resid()
     if case == "head_results":
-        # A fresh cache each time, as tlens clones its cache: compute_head_results would otherwise skip later reps.
-        cache = ActivationCache(dict(cache.cache_dict), cache.model)
         cache.compute_head_results()
         return cache.stack_head_results(apply_ln=True)
     if case == "full_resid_decomposition":
