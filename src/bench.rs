@@ -233,7 +233,10 @@ fn cache_method<B: Backend>(
 /// makes slowly: 4.8 s for the 453 MB head stack at 8×128).
 fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
     let dims = t.dims();
-    drop(t.slice(std::array::from_fn::<_, D, _>(|i| 0..dims[i].min(1))).into_data());
+    drop(
+        t.slice(std::array::from_fn::<_, D, _>(|i| 0..dims[i].min(1)))
+            .into_data(),
+    );
 }
 
 fn bytes<B: Backend>(cache: &ActivationCache<B>) -> usize {
