@@ -4,10 +4,11 @@
 //!   and golden files (needs PyPI; several GB of torch wheels the first time).
 //! - `libtorch`: assemble libtorch 2.9.0 (what burn-tch 0.21's tch 0.22 links) from the PyPI torch wheel, cached in
 //!   `~/.cache/tlens/libtorch-2.9.0` (or `$TLENS_LIBTORCH_DIR`); prints the `LIBTORCH` to build the `tch` feature with.
-//! - `bench [--features LIST] [--shapes 1x128,8x128,4x1024] [--cases a,b] [--vs-python] [--out FILE]`: time a GPT-2-small-shaped
-//!   model (random weights) on each backend, one process per case (peak RSS is per case); with `--vs-python` the same
-//!   cases in TransformerLens (reference/.venv). Writes `target/bench/results.json` and the Markdown table
-//!   (default `book/src/bench-results.md`).
+//! - `bench [--features LIST] [--shapes 1x128,8x128,4x1024] [--cases a,b] [--vs-python] [--update] [--out FILE]`: time
+//!   a GPT-2-small-shaped model (random weights) on each backend, one process per case (peak RSS is per case); with
+//!   `--vs-python` the same cases in TransformerLens (reference/.venv). Writes `target/bench/results.json` and the
+//!   Markdown table (default `book/src/bench-results.md`); with `--update` the results of earlier runs that this one
+//!   does not measure stay in both.
 //! - `parity [--features LIST] [--out FILE]`: build `tlens` with those backend features (default: ndarray), run every
 //!   committed plan on every compiled-in backend, compare each with its TransformerLens golden and with the first
 //!   backend, print a table, write it to FILE (default `target/parity.md`; the book's is
@@ -300,7 +301,14 @@ fn bench(args: &[String]) -> Result<(), String> {
     check_args(
         "bench",
         args,
-        &["--features", "--shapes", "--cases", "--vs-python", "--out"],
+        &[
+            "--features",
+            "--shapes",
+            "--cases",
+            "--vs-python",
+            "--update",
+            "--out",
+        ],
     )?;
     let features = flag(args, "--features").unwrap_or("ndarray").to_string();
     let backends = backend_list(&features);
@@ -334,11 +342,15 @@ fn bench(args: &[String]) -> Result<(), String> {
     if backends.iter().any(|b| b == "tch") && std::env::var_os("LIBTORCH").is_none() {
         build.env("LIBTORCH", libtorch()?);
     }
-    sh(build.current_dir(root()))?;
     let bench_dir = root().join("target/bench");
     std::fs::create_dir_all(&bench_dir).map_err(|e| e.to_string())?;
     let exe = bench_dir.join(format!("tlens-bench-{}", backends.join("-")));
-    std::fs::copy(root().join("target/release/tlens-bench"), &exe).map_err(|e| e.to_string())?;
+    // `--features ""` measures TransformerLens alone (with --vs-python): nothing of tlens to build.
+    if !backends.is_empty() {
+        sh(build.current_dir(root()))?;
+        std::fs::copy(root().join("target/release/tlens-bench"), &exe)
+            .map_err(|e| e.to_string())?;
+    }
     let python = root().join("reference/.venv/bin/python");
     if vs_python && !python.exists() {
         return Err(
@@ -356,7 +368,13 @@ fn bench(args: &[String]) -> Result<(), String> {
         py.arg(root().join("reference/bench_tl.py"));
         runners.push(("transformerlens".into(), py));
     }
-    let mut results: Vec<serde_json::Value> = Vec::new();
+    let json_path = bench_dir.join("results.json");
+    let mut results: Vec<serde_json::Value> = match std::fs::read_to_string(&json_path) {
+        Ok(text) if args.iter().any(|a| a == "--update") => {
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json_path.display()))?
+        }
+        _ => Vec::new(),
+    };
     for &(batch, pos) in &shapes {
         let reps = if batch * pos >= 4096 { 1 } else { 3 };
         for case in &cases {
@@ -390,11 +408,12 @@ fn bench(args: &[String]) -> Result<(), String> {
                     serde_json::from_str(&line)
                         .map_err(|e| format!("{name} {case}: bad output {line:?}: {e}"))?
                 } else {
-                    let err = String::from_utf8_lossy(&out.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("killed")
-                        .to_string();
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    let err = match out.status.code() {
+                        // No exit code: a signal ended it, on Linux most likely the kernel's OOM killer.
+                        None => "killed by a signal (out of memory?)".to_string(),
+                        Some(_) => stderr.lines().last().unwrap_or_default().to_string(),
+                    };
                     serde_json::json!({"case": case, "batch": batch, "pos": pos, "error": err})
                 };
                 value["backend"] = name.clone().into();
@@ -405,19 +424,33 @@ fn bench(args: &[String]) -> Result<(), String> {
                         |s| format!("{s:.3} s")
                     )
                 );
-                results.push(value);
+                let same = |r: &serde_json::Value| {
+                    ["backend", "case", "batch", "pos"]
+                        .iter()
+                        .all(|k| r[k] == value[k])
+                };
+                match results.iter().position(same) {
+                    Some(i) => results[i] = value,
+                    None => results.push(value),
+                }
             }
         }
     }
     std::fs::write(
-        bench_dir.join("results.json"),
+        &json_path,
         serde_json::to_string_pretty(&results).expect("json"),
     )
     .map_err(|e| e.to_string())?;
-    let table = bench_table(
-        &results,
-        &runners.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-    );
+    // Columns: every runner in the results, TransformerLens last (the ratios are against it).
+    let mut columns: Vec<String> = Vec::new();
+    for r in &results {
+        let name = r["backend"].as_str().unwrap_or_default().to_string();
+        if !columns.contains(&name) {
+            columns.push(name);
+        }
+    }
+    columns.sort_by_key(|c| c == "transformerlens");
+    let table = bench_table(&results, &columns);
     let out =
         flag(args, "--out").map_or_else(|| root().join("book/src/bench-results.md"), PathBuf::from);
     std::fs::write(&out, &table).map_err(|e| e.to_string())?;
@@ -476,7 +509,7 @@ fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
                         r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e9
                     )
                 }
-                Some(r) => format!("error: {}", r["error"].as_str().unwrap_or("?")),
+                Some(r) => r["error"].as_str().unwrap_or("?").to_string(),
                 None => "—".into(),
             })
             .collect();
