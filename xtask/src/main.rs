@@ -8,7 +8,7 @@
 //!   a GPT-2-small-shaped model (random weights) on each backend, one process per case (peak RSS is per case); with
 //!   `--vs-python` the same cases in TransformerLens (reference/.venv). Writes `target/bench/results.json` and the
 //!   Markdown table (default `book/src/bench-results.md`); with `--update` the results of earlier runs that this one
-//!   does not measure stay in both.
+//!   does not measure stay in both (`--features "" --update` only rewrites the table).
 //! - `parity [--features LIST] [--out FILE]`: build `tlens` with those backend features (default: ndarray), run every
 //!   committed plan on every compiled-in backend, compare each with its TransformerLens golden and with the first
 //!   backend, print a table, write it to FILE (default `target/parity.md`; the book's is
@@ -462,14 +462,14 @@ fn bench(args: &[String]) -> Result<(), String> {
 fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
     let mut rows = vec![
         format!(
-            "| shape | case | {} |",
+            "| shape | case | cache: tlens · TL | {} |",
             runners
                 .iter()
                 .map(|r| format!("{r}: s · tok/s · peak RSS"))
                 .collect::<Vec<_>>()
                 .join(" | ")
         ),
-        format!("|---|---|{}", "---|".repeat(runners.len())),
+        format!("|---|---|---|{}", "---|".repeat(runners.len())),
     ];
     let mut keys: Vec<(u64, u64, String)> = Vec::new();
     for r in results {
@@ -492,6 +492,16 @@ fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
             })
         };
         let tl_time = find("transformerlens").and_then(|r| r["median_s"].as_f64());
+        // The cache's size is the same on every tlens backend; TransformerLens's may differ (its own hook set).
+        let cache_gb = |tl: bool| {
+            runners
+                .iter()
+                .filter(|r| (r.as_str() == "transformerlens") == tl)
+                .filter_map(|r| find(r)?["cache_bytes"].as_f64())
+                .find(|&b| b > 0.0)
+                .map_or_else(|| "—".to_string(), |b| format!("{:.2} GB", b / 1e9))
+        };
+        let cache = format!("{} · {}", cache_gb(false), cache_gb(true));
         let cells: Vec<String> = runners
             .iter()
             .map(|runner| match find(runner) {
@@ -514,14 +524,14 @@ fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
             })
             .collect();
         rows.push(format!(
-            "| {batch}×{pos} | {case} | {} |",
+            "| {batch}×{pos} | {case} | {cache} | {} |",
             cells.join(" | ")
         ));
     }
     format!(
-        "Median wall time in seconds (with the speed-up over TransformerLens where measured), tokens per second \
-         (batch·pos / time) and the process's peak RSS. GPT-2-small shape, random weights, fp32, 2 threads; \
-         `cargo xtask bench`.\n\n{}\n",
+        "The activation cache's size (all hooks; tlens, then TransformerLens), then per runner: median wall time in \
+         seconds (with the speed-up over TransformerLens where measured), tokens per second (batch·pos / time) and \
+         the process's peak RSS. GPT-2-small shape, random weights, fp32, 2 threads; `cargo xtask bench`.\n\n{}\n",
         rows.join("\n")
     )
 }
