@@ -71,7 +71,7 @@ def main():
     else:
         if case in ("head_results", "full_resid_decomposition", "full_resid_decomposition_expand") and batch * pos >= 4096:
             # compute_head_results (which stack_head_results calls) materialises [batch, pos, heads, d_head, d_model]
-            # per layer: ~10 GB at 4x1024, on top of the 10 GB cache; the kernel kills the process on this machine.
+            # per layer: ~10 GB at 4x1024, on top of the 8.6 GB cache; the kernel kills the process on this machine.
             raise SystemExit("skipped: compute_head_results needs a ~10 GB temporary per layer")
         _, cache = model.run_with_cache(tokens)
         cache_bytes = sum(t.numel() * t.element_size() for t in cache.values())
