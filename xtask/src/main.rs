@@ -157,26 +157,12 @@ fn parity(args: &[String]) -> Result<(), String> {
     check_args("parity", args, &["--features", "--out"])?;
     let features = flag(args, "--features").unwrap_or("ndarray").to_string();
     let backends = backend_list(&features);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(&cargo);
-    build.args([
-        "build",
-        "--quiet",
-        "--bin",
-        "tlens",
-        "--no-default-features",
-        "--features",
-        &features,
-    ]);
-    if backends.iter().any(|b| b == "tch") && std::env::var_os("LIBTORCH").is_none() {
-        build.env("LIBTORCH", libtorch()?);
-    }
-    sh(build.current_dir(root()))?;
+    let built = build_with_backends("tlens", false, &features, &backends)?;
     let out_dir = root().join("target/parity");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     // A copy: another build in the same target folder may replace target/debug/tlens with other features.
     let exe = out_dir.join(format!("tlens-{}", backends.join("-")));
-    std::fs::copy(root().join("target/debug/tlens"), &exe).map_err(|e| e.to_string())?;
+    std::fs::copy(built, &exe).map_err(|e| e.to_string())?;
     let plans_dir = root().join("tests/plans");
     let plans = committed_plans(&plans_dir).map_err(|e| e.to_string())?;
 
@@ -267,6 +253,41 @@ fn parity(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// Builds the binary `bin` with exactly the backend `features` (LIBTORCH from `cargo xtask libtorch` when tch is among
+/// them and none is set) and returns its path in the target folder.
+fn build_with_backends(
+    bin: &str,
+    release: bool,
+    features: &str,
+    backends: &[String],
+) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "--bin",
+        bin,
+        "--no-default-features",
+        "--features",
+        features,
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    if backends.iter().any(|b| b == "tch") && std::env::var_os("LIBTORCH").is_none() {
+        build.env("LIBTORCH", libtorch()?);
+    }
+    sh(build.current_dir(root()))?;
+    Ok(root()
+        .join(if release {
+            "target/release"
+        } else {
+            "target/debug"
+        })
+        .join(bin))
+}
+
 /// An error naming the first argument that is not one of `known` (or is a value with no flag before it).
 fn check_args(task: &str, args: &[String], known: &[&str]) -> Result<(), String> {
     match args.iter().enumerate().find(|(i, a)| {
@@ -327,29 +348,13 @@ fn bench(args: &[String]) -> Result<(), String> {
         .unwrap_or(all_cases);
     let vs_python = args.iter().any(|a| a == "--vs-python");
 
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(&cargo);
-    build.args([
-        "build",
-        "--release",
-        "--quiet",
-        "--bin",
-        "tlens-bench",
-        "--no-default-features",
-        "--features",
-        &features,
-    ]);
-    if backends.iter().any(|b| b == "tch") && std::env::var_os("LIBTORCH").is_none() {
-        build.env("LIBTORCH", libtorch()?);
-    }
     let bench_dir = root().join("target/bench");
     std::fs::create_dir_all(&bench_dir).map_err(|e| e.to_string())?;
     let exe = bench_dir.join(format!("tlens-bench-{}", backends.join("-")));
     // `--features ""` measures TransformerLens alone (with --vs-python): nothing of tlens to build.
     if !backends.is_empty() {
-        sh(build.current_dir(root()))?;
-        std::fs::copy(root().join("target/release/tlens-bench"), &exe)
-            .map_err(|e| e.to_string())?;
+        let built = build_with_backends("tlens-bench", true, &features, &backends)?;
+        std::fs::copy(built, &exe).map_err(|e| e.to_string())?;
     }
     let python = root().join("reference/.venv/bin/python");
     if vs_python && !python.exists() {
