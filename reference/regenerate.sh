@@ -15,6 +15,9 @@ export PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES=""
 cd "$ROOT"
 "$PY" "$HERE/make_models.py"
 "$PY" "$HERE/make_plans.py"
+# tiny Llama/Mistral/Qwen2/Qwen3/GPT-NeoX/Phi-3/Gemma/Gemma-2 checkpoints (tests/models/hf-*), their plans
+# (tests/plans/hf-*.json) and TL's resolved configs (tests/golden/hf-*.tl-config.json)
+"$PY" "$HERE/make_families.py"
 mkdir -p tests/golden
 args=()
 for plan in tests/plans/*.json; do
@@ -26,5 +29,9 @@ done
 status=0
 "$PY" "$HERE/run_plan.py" "${args[@]}" || status=1
 "$PY" "$HERE/hf_logits.py" tests/plans/gpt2-tiny.full.json tests/golden/gpt2-tiny.hf-logits.safetensors || status=1
+for plan in tests/plans/hf-*.proc-none.json; do
+    fam="$(basename "$plan" .proc-none.json)"
+    "$PY" "$HERE/hf_logits.py" "$plan" "tests/golden/$fam.hf-logits.safetensors" --compare-tl || status=1
+done
 "$PY" "$HERE/summarize.py" || status=1
 exit $status

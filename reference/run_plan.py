@@ -3,8 +3,9 @@
 
     python reference/run_plan.py PLAN.json OUT.safetensors [PLAN2.json OUT2.safetensors ...]
 
-Follows shared/spec/plan-format.md: loads the model named by the plan (a Hugging Face GPT-2 folder converted with
-TransformerLens's own GPT-2 conversion, or a TransformerLens config + state dict), runs `run_with_cache` on the plan's
+Follows shared/spec/plan-format.md: loads the model named by the plan (a Hugging Face folder -- GPT-2, Llama,
+Mistral, Qwen2, Qwen3, GPT-NeoX, Phi-3, Gemma, Gemma 2 -- converted with TransformerLens's own config and weight
+conversion, or a TransformerLens config + state dict), runs `run_with_cache` on the plan's
 tokens, then calls `getattr(cache, method)(**decoded_args)` for each call in order. Output layout:
 
 * `logits`            the forward output (float32): the logits, or, when `run.stop_at_layer` is set, the residual
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -61,7 +63,24 @@ def processing_flags(plan: dict, default: bool) -> dict:
     return {k: bool(proc.get(k, default)) for k in PROCESSING_FLAGS}
 
 
+def hf_architecture(model_dir: Path) -> str:
+    cfg = json.loads((model_dir / "config.json").read_text())
+    archs = cfg.get("architectures") or []
+    return archs[0] if archs else ""
+
+
 def load_hf_model(model_dir: Path, flags: dict):
+    """Mirror HookedTransformer.from_pretrained for a local Hugging Face folder (no hub access).
+
+    GPT-2 folders take the original GPT-2-only path below (unchanged, so the gpt2-tiny goldens stay byte-identical);
+    every other architecture goes through load_hf_family_model.
+    """
+    if hf_architecture(model_dir) != "GPT2LMHeadModel":
+        return load_hf_family_model(model_dir, flags)
+    return load_gpt2_model(model_dir, flags)
+
+
+def load_gpt2_model(model_dir: Path, flags: dict):
     """Mirror HookedTransformer.from_pretrained for a local GPT-2 folder (no hub access).
 
     from_pretrained = get_pretrained_model_config -> convert_gpt2_weights (via get_pretrained_state_dict) ->
@@ -88,6 +107,140 @@ def load_hf_model(model_dir: Path, flags: dict):
     model = HookedTransformer(cfg, None, move_to_device=False)
     model.load_and_process_state_dict(state_dict, refactor_factored_attn_matrices=False, **flags)
     model.eval()
+    return model
+
+
+# TL recognises Gemma only by official model name (convert_hf_model_config's name branches), so a local Gemma folder
+# gets the HookedTransformerConfig dict those branches would give, with the folder's sizes.
+GEMMA_ARCHITECTURES = ("GemmaForCausalLM", "Gemma2ForCausalLM")
+
+
+def _rope_theta(hf_config) -> float:
+    rp = getattr(hf_config, "rope_parameters", None) or {}
+    return rp.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+
+
+def gemma_cfg_dict(hf_config, architecture: str, name: str) -> dict:
+    """The cfg_dict of TL 3.9's `google/gemma-2b`/`gemma-7b` (Gemma) or `google/gemma-2-*` (Gemma 2) branch of
+    convert_hf_model_config, with sizes, eps, rope theta, window, soft caps and layer kinds read from the HF config.
+
+    As in those branches, except one deliberate difference: TL's Gemma 1 branches say act_fn "gelu" (exact), but HF
+    runs gelu_pytorch_tanh (GemmaConfig rewrites hidden_act "gelu" to it), which moves the logits by ~1e-3; tlens
+    follows HF, so the reference is built with "gelu_pytorch_tanh" for Gemma 1 as for Gemma 2 (the book's divergences
+    page). Otherwise: initializer_range 0.02; RMS, final_rms, gated MLP,
+    rotary with rotary_adjacent_pairs left at its default False; Gemma 2 also use_normalization_before_and_after,
+    use_local_attn with attn_types "local" for HF's "sliding_attention" layers ("global" otherwise),
+    attn_scores_soft_cap / output_logits_soft_cap, and attn_scale = sqrt(query_pre_attn_scalar) (the gemma-2-27b
+    branch's 12.0 = sqrt(144); the 2b/9b branches leave the default sqrt(d_head), equal there).
+    """
+    c = hf_config
+    d = {
+        "d_model": c.hidden_size,
+        "d_head": c.head_dim,
+        "n_heads": c.num_attention_heads,
+        "d_mlp": c.intermediate_size,
+        "n_layers": c.num_hidden_layers,
+        "n_ctx": c.max_position_embeddings,
+        "eps": c.rms_norm_eps,
+        "d_vocab": c.vocab_size,
+        "initializer_range": 0.02,
+        "normalization_type": "RMS",
+        "rotary_base": _rope_theta(c),
+        "positional_embedding_type": "rotary",
+        "use_attn_scale": True,
+        "n_key_value_heads": c.num_key_value_heads,
+        "gated_mlp": True,
+        "final_rms": True,
+    }
+    d["act_fn"] = "gelu_pytorch_tanh"
+    if architecture == "GemmaForCausalLM":
+        d["rotary_dim"] = c.head_dim
+    else:
+        d["attn_scale"] = math.sqrt(c.query_pre_attn_scalar)
+        d["window_size"] = c.sliding_window
+        d["use_local_attn"] = True
+        d["attn_types"] = ["local" if t == "sliding_attention" else "global" for t in c.layer_types]
+        d["attn_scores_soft_cap"] = c.attn_logit_softcapping
+        d["output_logits_soft_cap"] = c.final_logit_softcapping
+        d["use_normalization_before_and_after"] = True
+    # the common tail of convert_hf_model_config
+    d["original_architecture"] = architecture
+    d["quantization_method"] = None
+    d["tokenizer_name"] = name
+    return d
+
+
+def load_hf_family_model(model_dir: Path, flags: dict):
+    """HookedTransformer.from_pretrained(official_name, hf_model=AutoModelForCausalLM.from_pretrained(DIR)) without
+    the hub, for every architecture TL 3.9 converts (Llama, Mistral, Qwen2, Qwen3, GPT-NeoX, Phi-3, Gemma, Gemma 2).
+
+    * hf_model = AutoModelForCausalLM.from_pretrained(DIR, dtype=float32) (bf16/f16 and sharded checkpoints upcast).
+    * TL's config: loading.get_pretrained_model_config(PATH, hf_cfg=hf_model.config.to_dict(), fold_ln, device,
+      dtype), on a copy of DIR at a neutral path (TL picks the architecture from "llama"/"gemma" substrings of the
+      name before reading config.json). Gemma: the same call with convert_hf_model_config replaced by
+      gemma_cfg_dict (TL has no config-driven Gemma branch).
+    * from_pretrained's own overrides: shortformer / post-norm architectures drop fold_ln and centring; a logit soft
+      cap turns center_unembed off.
+    * loading.get_pretrained_state_dict(PATH, cfg, hf_model) (the architecture's convert_*_weights), then
+      HookedTransformer(cfg, None, move_to_device=False) (tokenizer from PATH) and load_and_process_state_dict.
+    """
+    import shutil
+    import tempfile
+
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformer_lens.utilities.activation_functions import softcap_enabled
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    from transformers import AutoModelForCausalLM
+
+    flags = dict(flags)
+    hf_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    hf_model.eval()
+    for p in hf_model.parameters():
+        p.requires_grad = False
+    hf_cfg = hf_model.config.to_dict()
+    architecture = hf_model.config.architectures[0]
+
+    # Substrings TL acts on in a model / tokenizer name: "llama"/"gemma" pick an architecture without reading
+    # config.json, "phi" makes HookedTransformer load a slow tokenizer.
+    special = ("llama", "gemma", "phi")
+    while True:
+        tmp = Path(tempfile.mkdtemp(prefix="tlref-"))
+        if not any(s in str(tmp).lower() for s in special):
+            break
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        neutral = tmp / "model"
+        shutil.copytree(model_dir, neutral)
+        name = str(neutral)
+        cfg_kwargs = dict(hf_cfg=hf_cfg, fold_ln=flags["fold_ln"], device="cpu", dtype=torch.float32)
+        if architecture in GEMMA_ARCHITECTURES:
+            cfg_dict = gemma_cfg_dict(hf_model.config, architecture, name)
+            original = loading.convert_hf_model_config
+            loading.convert_hf_model_config = lambda model_name, **kw: dict(cfg_dict)
+            try:
+                cfg = loading.get_pretrained_model_config(name, **cfg_kwargs)
+            finally:
+                loading.convert_hf_model_config = original
+        else:
+            cfg = loading.get_pretrained_model_config(name, **cfg_kwargs)
+        if cfg.original_architecture != architecture:
+            raise PlanError(f"{model_dir}: TL resolved {cfg.original_architecture}, config says {architecture}")
+
+        if cfg.positional_embedding_type == "shortformer":
+            flags["fold_ln"] = flags["center_unembed"] = flags["center_writing_weights"] = False
+        if cfg.original_architecture in POST_NORM_ARCHITECTURES:
+            flags["fold_ln"] = flags["center_writing_weights"] = False
+        if flags["center_unembed"] and softcap_enabled(cfg.output_logits_soft_cap):
+            flags["center_unembed"] = False
+
+        state_dict = loading.get_pretrained_state_dict(name, cfg, hf_model, dtype=torch.float32)
+        state_dict = {k: v.detach().to(torch.float32) for k, v in state_dict.items()}
+        model = HookedTransformer(cfg, None, move_to_device=False)
+        model.load_and_process_state_dict(state_dict, refactor_factored_attn_matrices=False, **flags)
+        model.eval()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return model
 
 

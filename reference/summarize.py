@@ -20,7 +20,8 @@ NO_TENSOR = {"compute_head_results", "apply_slice_to_batch_dim", "remove_batch_d
 
 def main(argv=None) -> int:
     verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
-    plans = sorted((ROOT / "tests" / "plans").glob("*.json"))
+    # divergences.json lists tlens's deliberate differences from TL (tests/parity.rs reads it); it is not a plan.
+    plans = sorted(p for p in (ROOT / "tests" / "plans").glob("*.json") if p.stem != "divergences")
     problems = []
     total = 0
     print(f"{'golden':48s} {'bytes':>8s} cache calls labels errors")
@@ -55,13 +56,24 @@ def main(argv=None) -> int:
                 out = f"{tuple(tensors[f'call/{cid}'].shape)}" if has_t else (meta.get(f"error/{cid}", "-")[:90])
                 print(f"    {cid:40s} {out}")
         print(f"{g.name:48s} {g.stat().st_size:8d} {n_cache:5d} {n_call:5d} {n_lab:6d} {n_err:6d}")
-    hf = ROOT / "tests" / "golden" / "gpt2-tiny.hf-logits.safetensors"
-    if hf.exists():
-        t = load_file(str(hf))
-        total += hf.stat().st_size
-        print(f"{hf.name:48s} {hf.stat().st_size:8d}  tokens {tuple(t['tokens'].shape)} logits {tuple(t['logits'].shape)}")
-    else:
-        problems.append("gpt2-tiny.hf-logits.safetensors missing")
+    hf_stems = ["gpt2-tiny"] + sorted(p.name[: -len(".proc-none.json")]
+                                      for p in (ROOT / "tests" / "plans").glob("hf-*.proc-none.json"))
+    for stem in hf_stems:
+        hf = ROOT / "tests" / "golden" / f"{stem}.hf-logits.safetensors"
+        if hf.exists():
+            t = load_file(str(hf))
+            total += hf.stat().st_size
+            print(f"{hf.name:48s} {hf.stat().st_size:8d}  tokens {tuple(t['tokens'].shape)} "
+                  f"logits {tuple(t['logits'].shape)}")
+        else:
+            problems.append(f"{stem}.hf-logits.safetensors missing")
+        if stem.startswith("hf-"):
+            cfg = ROOT / "tests" / "golden" / f"{stem}.tl-config.json"
+            if not cfg.exists():
+                problems.append(f"{cfg.name} missing")
+            else:
+                json.loads(cfg.read_text())
+                total += cfg.stat().st_size
     print(f"{len(plans)} plans, goldens {total / 1e6:.2f} MB")
     for pr in problems:
         print("PROBLEM:", pr)

@@ -13,7 +13,7 @@
 //! processing (`Processing::none()`: the parameters exactly as trained).
 
 use burn_tensor::backend::Backend;
-use tlens_model::{LoadedModel, Processing, load_hf_gpt2_bytes, load_transformerlens_bytes};
+use tlens_model::{LoadedModel, Processing, load_hf_bytes, load_transformerlens_bytes};
 
 use crate::error::Result;
 
@@ -53,7 +53,7 @@ pub fn induction_with<B: Backend>(
 
 /// The embedded tiny GPT-2, with TransformerLens's default weight processing.
 pub fn gpt2_tiny<B: Backend>(device: &burn_tensor::Device<B>) -> Result<LoadedModel<B>> {
-    Ok(load_hf_gpt2_bytes(
+    Ok(load_hf_bytes(
         GPT2_CONFIG,
         GPT2_WEIGHTS,
         Some(GPT2_TOKENIZER),

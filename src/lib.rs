@@ -30,7 +30,7 @@ pub use tlens_cache_core::{
 };
 pub use tlens_model::{
     self as model, HookedTransformer, LoadedModel, ModelError, Processing, TokenBatch, Tokenizer,
-    load_folder, load_hf_gpt2, load_transformerlens, load_transformerlens_bytes,
+    load_folder, load_hf, load_transformerlens, load_transformerlens_bytes,
 };
 
 /// The book's chapters as doc tests: `cargo test --doc` compiles and runs every ```` ```rust ```` block of the user's

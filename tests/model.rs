@@ -14,7 +14,7 @@ use tlens::model::safetensors_file::TensorFile;
 use tlens::parity::{PlanOutput, Tolerance, compare};
 use tlens::{
     ActivationCache, CacheError, DynTensor, HookedTransformer, ModelError, NamesFilter, Processing,
-    RunOptions, TokenBatch, load_hf_gpt2, load_transformerlens,
+    RunOptions, TokenBatch, load_hf, load_transformerlens,
 };
 
 type B = NdArray;
@@ -24,7 +24,7 @@ fn models() -> PathBuf {
 }
 
 fn gpt2(processing: Processing) -> LoadedModel<B> {
-    load_hf_gpt2::<B>(&models().join("gpt2-tiny"), processing, &Default::default()).unwrap()
+    load_hf::<B>(&models().join("gpt2-tiny"), processing, &Default::default()).unwrap()
 }
 
 fn tl(name: &str) -> HookedTransformer<B> {
@@ -369,13 +369,13 @@ fn truncated_and_corrupt_files_are_errors() {
             std::fs::copy(src.join(f), dir.join(f)).unwrap();
         }
         std::fs::write(dir.join("model.safetensors"), content).unwrap();
-        let err = load_hf_gpt2::<B>(&dir, Processing::default(), &Default::default()).unwrap_err();
+        let err = load_hf::<B>(&dir, Processing::default(), &Default::default()).unwrap_err();
         assert!(
             matches!(err, ModelError::Safetensors { .. }),
             "{tag}: {err:?}"
         );
     }
-    let err = load_hf_gpt2::<B>(
+    let err = load_hf::<B>(
         Path::new("/no/such/folder"),
         Processing::default(),
         &Default::default(),
@@ -393,14 +393,14 @@ fn config_that_disagrees_with_the_weights_is_an_error() {
     cfg["n_embd"] = serde_json::json!(128);
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
-    let err = load_hf_gpt2::<B>(&dir, Processing::default(), &Default::default()).unwrap_err();
+    let err = load_hf::<B>(&dir, Processing::default(), &Default::default()).unwrap_err();
     assert!(
         matches!(&err, ModelError::WeightShape { name, .. } if name == "wte.weight"),
         "{err:?}"
     );
     std::fs::write(dir.join("config.json"), "{\"n_embd\": ").unwrap();
     assert!(matches!(
-        load_hf_gpt2::<B>(&dir, Processing::default(), &Default::default()),
+        load_hf::<B>(&dir, Processing::default(), &Default::default()),
         Err(ModelError::Config { .. })
     ));
 }
@@ -412,7 +412,7 @@ fn f16_and_bf16_weights_load_as_f32() {
         .forward(&tokens())
         .unwrap();
     for (dir, tol) in [("gpt2-tiny-f16", 2e-2), ("gpt2-tiny-bf16", 1e-1)] {
-        let half = load_hf_gpt2::<B>(
+        let half = load_hf::<B>(
             &models().join(dir),
             Processing::default(),
             &Default::default(),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tlens_cache_core::save::{NamedTensor, write_safetensors};
 use tlens_cache_core::{DynTensor, NamesFilter, RunOptions};
 use tlens_model::{
-    HookedTransformer, Processing, TokenBatch, Tokenizer, load_hf_gpt2, load_transformerlens,
+    HookedTransformer, Processing, TokenBatch, Tokenizer, load_hf, load_transformerlens,
 };
 
 use crate::backend::BackendTask;
@@ -150,7 +150,7 @@ pub fn load_model<B: Backend>(
 ) -> Result<(HookedTransformer<B>, Option<Tokenizer>)> {
     Ok(match spec {
         ModelSpec::Hf(dir) => {
-            let loaded = load_hf_gpt2(&base.join(dir), processing, device)?;
+            let loaded = load_hf(&base.join(dir), processing, device)?;
             (loaded.model, loaded.tokenizer)
         }
         ModelSpec::Tl { config, weights } => (

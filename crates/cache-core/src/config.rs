@@ -73,11 +73,53 @@ fn default_act_fn() -> Option<ActFn> {
 fn default_norm() -> Option<NormalizationType> {
     Some(NormalizationType::LN)
 }
-fn default_pos() -> String {
-    "standard".to_string()
+fn default_rotary_base() -> f64 {
+    10000.0
 }
-fn default_attention_dir() -> String {
-    "causal".to_string()
+fn default_ntk_factor() -> f64 {
+    8.0
+}
+fn default_ntk_low() -> f64 {
+    1.0
+}
+fn default_ntk_high() -> f64 {
+    4.0
+}
+fn default_ntk_ctx() -> usize {
+    8192
+}
+
+/// How positions enter the model (TransformerLens's `positional_embedding_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionalEmbeddingType {
+    /// A learned `W_pos` added to the token embedding (`hook_pos_embed`).
+    #[default]
+    Standard,
+    /// Rotary embeddings applied to queries and keys (`attn.hook_rot_q` / `attn.hook_rot_k`), no `W_pos`.
+    Rotary,
+}
+
+/// Which keys a query may attend to (TransformerLens's `attention_dir`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionDir {
+    /// Keys at or before the query (language models).
+    #[default]
+    Causal,
+    /// Every key (encoders; not supported by the forward pass).
+    Bidirectional,
+}
+
+/// Whether a layer's attention sees every earlier key or only the last `window_size` (TransformerLens's
+/// `attn_types`, as Gemma 2 alternates them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttnType {
+    /// Every key up to the query.
+    Global,
+    /// The `window_size` keys up to and including the query.
+    Local,
 }
 
 /// TransformerLens's `HookedTransformerConfig`: field names, meanings and defaults as in TransformerLens, read and
@@ -134,12 +176,57 @@ pub struct HookedTransformerConfig {
     /// Also divide the scores of layer `l` by `l + 1` (as some GPT-2 variants do).
     #[serde(default)]
     pub scale_attn_by_inverse_layer_idx: bool,
-    /// Positional embedding kind; tlens supports `"standard"`.
-    #[serde(default = "default_pos")]
-    pub positional_embedding_type: String,
-    /// `"causal"` or `"bidirectional"`; tlens supports `"causal"`.
-    #[serde(default = "default_attention_dir")]
-    pub attention_dir: String,
+    /// How positions enter the model.
+    #[serde(default)]
+    pub positional_embedding_type: PositionalEmbeddingType,
+    /// Causal or bidirectional attention; tlens runs causal models.
+    #[serde(default)]
+    pub attention_dir: AttentionDir,
+    /// How many of each head's dimensions rotary embeddings turn; absent means all of `d_head`.
+    #[serde(default)]
+    pub rotary_dim: Option<usize>,
+    /// The rotary base (`rope_theta`).
+    #[serde(default = "default_rotary_base")]
+    pub rotary_base: f64,
+    /// Rotate adjacent pairs `(0, 1), (2, 3), ...` (GPT-J) instead of the two halves (GPT-NeoX, Llama).
+    #[serde(default)]
+    pub rotary_adjacent_pairs: bool,
+    /// Llama 3.1's "NTK by parts" frequency scaling (`rope_scaling` of type `llama3`).
+    #[serde(default, rename = "use_NTK_by_parts_rope")]
+    pub use_ntk_by_parts_rope: bool,
+    /// NTK-by-parts: the overall `factor`.
+    #[serde(default = "default_ntk_factor", rename = "NTK_by_parts_factor")]
+    pub ntk_by_parts_factor: f64,
+    /// NTK-by-parts: `low_freq_factor`.
+    #[serde(
+        default = "default_ntk_low",
+        rename = "NTK_by_parts_low_freq_factor"
+    )]
+    pub ntk_by_parts_low_freq_factor: f64,
+    /// NTK-by-parts: `high_freq_factor`.
+    #[serde(
+        default = "default_ntk_high",
+        rename = "NTK_by_parts_high_freq_factor"
+    )]
+    pub ntk_by_parts_high_freq_factor: f64,
+    /// NTK-by-parts: `original_max_position_embeddings`.
+    #[serde(default = "default_ntk_ctx", rename = "NTK_original_ctx_len")]
+    pub ntk_original_ctx_len: usize,
+    /// Norms after attention and after the MLP too (`ln1_post`, `ln2_post`: Gemma 2).
+    #[serde(default)]
+    pub use_normalization_before_and_after: bool,
+    /// The window of local attention layers.
+    #[serde(default)]
+    pub window_size: Option<usize>,
+    /// Whether some layers attend locally (`attn_types`).
+    #[serde(default)]
+    pub use_local_attn: bool,
+    /// Each layer's attention type, when `use_local_attn`.
+    #[serde(default)]
+    pub attn_types: Option<Vec<AttnType>>,
+    /// An RMS norm over each head's queries and keys before rotary (`attn.q_ln`, `attn.k_ln`: Qwen 3).
+    #[serde(default)]
+    pub use_qk_norm: bool,
     /// Prepend the BOS token when tokenizing, unless told otherwise.
     #[serde(default = "default_true")]
     pub default_prepend_bos: bool,
@@ -149,13 +236,14 @@ pub struct HookedTransformerConfig {
     /// Name of the model, if any.
     #[serde(default)]
     pub model_name: Option<String>,
-    /// RMS final norm on an LN model (not supported by tlens; must be false).
+    /// The final norm is RMS although the blocks' may be LN (Llama-style models set it with RMS blocks too).
     #[serde(default)]
     pub final_rms: bool,
-    /// GPT-J-style parallel attention and MLP (not supported by tlens; must be false).
+    /// Attention and MLP both read the block's input and write to its output (GPT-J, GPT-NeoX/Pythia): no
+    /// `hook_resid_mid`.
     #[serde(default)]
     pub parallel_attn_mlp: bool,
-    /// Gated MLP (not supported by tlens; must be false).
+    /// A gated MLP: `post = act(x·W_gate) * (x·W_in)` (`hook_pre` is the gate, `hook_pre_linear` the linear part).
     #[serde(default)]
     pub gated_mlp: bool,
     /// Separate q/k/v input hooks (not supported by tlens; must be false).
@@ -170,7 +258,8 @@ pub struct HookedTransformerConfig {
     /// `hook_tokens` (not supported by tlens; must be false).
     #[serde(default)]
     pub use_hook_tokens: bool,
-    /// Grouped-query attention (not supported by tlens; must be absent).
+    /// Grouped-query attention: the number of key/value heads (each serves `n_heads / n_key_value_heads` query
+    /// heads); absent means one per query head.
     #[serde(default)]
     pub n_key_value_heads: Option<usize>,
     /// A norm right after the embedding (not supported by tlens; must be false).
@@ -250,12 +339,65 @@ impl HookedTransformerConfig {
         if !self.attn_only && self.act_fn.is_none() {
             return bad("act_fn is required for a model with MLPs".into());
         }
+        let kv = self.kv_heads();
+        if kv == 0 || !self.heads().is_multiple_of(kv) {
+            return bad(format!(
+                "n_heads {} is not a multiple of n_key_value_heads {kv}",
+                self.n_heads
+            ));
+        }
+        let rotary = self.rotary_dims();
+        if self.positional_embedding_type == PositionalEmbeddingType::Rotary
+            && (rotary == 0 || rotary > self.d_head || !rotary.is_multiple_of(2))
+        {
+            return bad(format!(
+                "rotary_dim {rotary} must be even and in 2..={}",
+                self.d_head
+            ));
+        }
+        if let Some(types) = &self.attn_types
+            && types.len() != self.n_layers
+        {
+            return bad(format!(
+                "attn_types has {} entries for {} layers",
+                types.len(),
+                self.n_layers
+            ));
+        }
+        if self.use_local_attn && self.window_size.is_none_or(|w| w == 0) {
+            return bad("use_local_attn needs a positive window_size".into());
+        }
         Ok(self)
     }
 
     /// Number of heads (after defaults are filled).
     pub fn heads(&self) -> usize {
         self.n_heads as usize
+    }
+
+    /// Number of key/value heads: `n_key_value_heads`, or `n_heads` without grouped-query attention.
+    pub fn kv_heads(&self) -> usize {
+        self.n_key_value_heads.unwrap_or(self.heads())
+    }
+
+    /// How many dimensions of each head rotary embeddings turn (`rotary_dim`, default `d_head`).
+    pub fn rotary_dims(&self) -> usize {
+        self.rotary_dim.unwrap_or(self.d_head)
+    }
+
+    /// Whether the model adds a learned positional embedding (`W_pos`, `hook_pos_embed`).
+    pub fn has_pos_embed(&self) -> bool {
+        self.positional_embedding_type == PositionalEmbeddingType::Standard
+    }
+
+    /// The key window of `layer`'s attention: `Some(window_size)` for a local layer, `None` for a global one.
+    pub fn attn_window(&self, layer: usize) -> Option<usize> {
+        let local = self.use_local_attn
+            && self
+                .attn_types
+                .as_ref()
+                .is_some_and(|t| t.get(layer) == Some(&AttnType::Local));
+        local.then_some(self.window_size).flatten()
     }
 
     /// MLP width (after defaults are filled).

@@ -61,7 +61,9 @@ pub mod weights;
 
 pub use attribution::{LogitAttrs, TokenIds};
 pub use cache::{ActivationCache, ModelParams};
-pub use config::{ActFn, HookedTransformerConfig, NormalizationType};
+pub use config::{
+    ActFn, AttentionDir, AttnType, HookedTransformerConfig, NormalizationType, PositionalEmbeddingType,
+};
 pub use decomposition::GetFullResidDecomposition;
 pub use dyn_tensor::DynTensor;
 pub use error::{CacheError, Result};

@@ -85,20 +85,25 @@ pub fn random_params_for<B: Backend>(
                 b_K: rng.tensor([h, dh], device),
                 b_V: rng.tensor([h, dh], device),
                 b_O: rng.tensor([d], device),
+                q_norm: None,
+                k_norm: None,
             },
+            ln1_post: None,
             ln2: norm(),
             mlp: Some(MlpWeights {
                 W_in: rng.tensor([d, m], device),
                 b_in: rng.tensor([m], device),
+                W_gate: None,
                 W_out: rng.tensor([m, d], device),
                 b_out: rng.tensor([d], device),
                 ln: None,
             }),
+            ln2_post: None,
         })
         .collect();
     let weights = TransformerWeights {
         W_E: rng.tensor([v, d], device),
-        W_pos: rng.tensor([cfg.n_ctx, d], device),
+        W_pos: Some(rng.tensor([cfg.n_ctx, d], device)),
         blocks,
         ln_final: norm(),
         W_U: rng.tensor([d, cfg.vocab_out()], device),

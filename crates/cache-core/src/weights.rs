@@ -72,29 +72,35 @@ impl<B: Backend> NormWeights<B> {
     }
 }
 
-/// One attention layer: `W_Q/W_K/W_V [H, D, dh]`, `W_O [H, dh, D]`, `b_Q/b_K/b_V [H, dh]`, `b_O [D]`.
+/// One attention layer: `W_Q [H, D, dh]`, `W_K/W_V [H_kv, D, dh]`, `W_O [H, dh, D]`, `b_Q [H, dh]`,
+/// `b_K/b_V [H_kv, dh]`, `b_O [D]`; `H_kv` is `n_key_value_heads` (grouped-query attention) or `H`.
 #[derive(Clone, Debug)]
 #[allow(non_snake_case)]
 pub struct AttentionWeights<B: Backend> {
     /// Query weights `[H, D, dh]`.
     pub W_Q: Tensor<B, 3>,
-    /// Key weights `[H, D, dh]`.
+    /// Key weights `[H_kv, D, dh]` (TransformerLens's `_W_K` under grouped-query attention).
     pub W_K: Tensor<B, 3>,
-    /// Value weights `[H, D, dh]`.
+    /// Value weights `[H_kv, D, dh]` (`_W_V` under grouped-query attention).
     pub W_V: Tensor<B, 3>,
     /// Output weights `[H, dh, D]`.
     pub W_O: Tensor<B, 3>,
     /// Query bias `[H, dh]`.
     pub b_Q: Tensor<B, 2>,
-    /// Key bias `[H, dh]`.
+    /// Key bias `[H_kv, dh]`.
     pub b_K: Tensor<B, 2>,
-    /// Value bias `[H, dh]`.
+    /// Value bias `[H_kv, dh]`.
     pub b_V: Tensor<B, 2>,
     /// Output bias `[D]`.
     pub b_O: Tensor<B, 1>,
+    /// The RMS norm over each head's queries (`attn.q_ln`, Qwen 3), width `d_head`.
+    pub q_norm: Option<NormWeights<B>>,
+    /// The RMS norm over each head's keys (`attn.k_ln`, Qwen 3), width `d_head`.
+    pub k_norm: Option<NormWeights<B>>,
 }
 
-/// One MLP: `W_in [D, M]`, `b_in [M]`, `W_out [M, D]`, `b_out [D]`, and for SoLU its inner norm `mlp.ln`.
+/// One MLP: `W_in [D, M]`, `b_in [M]`, `W_out [M, D]`, `b_out [D]`; a gated MLP's `W_gate [D, M]`; for SoLU its
+/// inner norm `mlp.ln`.
 #[derive(Clone, Debug)]
 #[allow(non_snake_case)]
 pub struct MlpWeights<B: Backend> {
@@ -102,6 +108,8 @@ pub struct MlpWeights<B: Backend> {
     pub W_in: Tensor<B, 2>,
     /// Input bias `[M]`.
     pub b_in: Tensor<B, 1>,
+    /// The gate's weights `[D, M]` of a gated MLP (SwiGLU, GeGLU).
+    pub W_gate: Option<Tensor<B, 2>>,
     /// Output weights `[M, D]`.
     pub W_out: Tensor<B, 2>,
     /// Output bias `[D]`.
@@ -117,10 +125,14 @@ pub struct BlockWeights<B: Backend> {
     pub ln1: Option<NormWeights<B>>,
     /// Attention.
     pub attn: AttentionWeights<B>,
+    /// Norm after attention (`ln1_post`, Gemma 2).
+    pub ln1_post: Option<NormWeights<B>>,
     /// Norm before the MLP (`ln2`); absent without normalisation or MLP.
     pub ln2: Option<NormWeights<B>>,
     /// The MLP; absent in attention-only models.
     pub mlp: Option<MlpWeights<B>>,
+    /// Norm after the MLP (`ln2_post`, Gemma 2).
+    pub ln2_post: Option<NormWeights<B>>,
 }
 
 /// All parameters of a hooked transformer.
@@ -129,8 +141,8 @@ pub struct BlockWeights<B: Backend> {
 pub struct TransformerWeights<B: Backend> {
     /// Token embedding `[V, D]`.
     pub W_E: Tensor<B, 2>,
-    /// Positional embedding `[n_ctx, D]`.
-    pub W_pos: Tensor<B, 2>,
+    /// Positional embedding `[n_ctx, D]`; absent with rotary embeddings.
+    pub W_pos: Option<Tensor<B, 2>>,
     /// The blocks, in order.
     pub blocks: Vec<BlockWeights<B>>,
     /// The final norm; absent without normalisation.
@@ -152,6 +164,14 @@ impl<B: Backend> NormWeights<B> {
     }
 }
 
+/// An optional norm on another device.
+fn norm_to<B: Backend>(
+    n: &Option<NormWeights<B>>,
+    device: &burn_tensor::Device<B>,
+) -> Option<NormWeights<B>> {
+    n.as_ref().map(|n| n.to_device(device))
+}
+
 impl<B: Backend> TransformerWeights<B> {
     /// The same parameters on another device.
     pub fn to_device(&self, device: &burn_tensor::Device<B>) -> Self {
@@ -159,7 +179,7 @@ impl<B: Backend> TransformerWeights<B> {
             .blocks
             .iter()
             .map(|b| BlockWeights {
-                ln1: b.ln1.as_ref().map(|n| n.to_device(device)),
+                ln1: norm_to(&b.ln1, device),
                 attn: AttentionWeights {
                     W_Q: b.attn.W_Q.clone().to_device(device),
                     W_K: b.attn.W_K.clone().to_device(device),
@@ -169,22 +189,27 @@ impl<B: Backend> TransformerWeights<B> {
                     b_K: b.attn.b_K.clone().to_device(device),
                     b_V: b.attn.b_V.clone().to_device(device),
                     b_O: b.attn.b_O.clone().to_device(device),
+                    q_norm: norm_to(&b.attn.q_norm, device),
+                    k_norm: norm_to(&b.attn.k_norm, device),
                 },
-                ln2: b.ln2.as_ref().map(|n| n.to_device(device)),
+                ln1_post: norm_to(&b.ln1_post, device),
+                ln2: norm_to(&b.ln2, device),
                 mlp: b.mlp.as_ref().map(|m| MlpWeights {
                     W_in: m.W_in.clone().to_device(device),
                     b_in: m.b_in.clone().to_device(device),
+                    W_gate: m.W_gate.as_ref().map(|t| t.clone().to_device(device)),
                     W_out: m.W_out.clone().to_device(device),
                     b_out: m.b_out.clone().to_device(device),
-                    ln: m.ln.as_ref().map(|n| n.to_device(device)),
+                    ln: norm_to(&m.ln, device),
                 }),
+                ln2_post: norm_to(&b.ln2_post, device),
             })
             .collect();
         Self {
             W_E: self.W_E.clone().to_device(device),
-            W_pos: self.W_pos.clone().to_device(device),
+            W_pos: self.W_pos.as_ref().map(|t| t.clone().to_device(device)),
             blocks,
-            ln_final: self.ln_final.as_ref().map(|n| n.to_device(device)),
+            ln_final: norm_to(&self.ln_final, device),
             W_U: self.W_U.clone().to_device(device),
             b_U: self.b_U.clone().to_device(device),
         }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tlens_cache_core::{ActFn, HookedTransformerConfig, NormalizationType};
 
 use crate::error::{ModelError, Result};
+use crate::hf::{reshaped, rows, transpose, values};
 use crate::safetensors_file::TensorFile;
 
 /// The fields of a Hugging Face GPT-2 `config.json` that the conversion reads.
@@ -200,23 +201,6 @@ pub fn convert_weights(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Res
     Ok(TensorFile { path, tensors: tl })
 }
 
-fn values(t: &TensorData) -> Vec<f32> {
-    t.to_vec::<f32>().expect("weights are read as f32")
-}
-
-fn reshaped(t: TensorData, shape: Vec<usize>) -> TensorData {
-    TensorData::new(values(&t), shape)
-}
-
-/// Rows `start..start+len` of a 2-D tensor.
-fn rows(t: &TensorData, start: usize, len: usize) -> TensorData {
-    let cols = t.shape[1];
-    TensorData::new(
-        values(t)[start * cols..(start + len) * cols].to_vec(),
-        [len, cols],
-    )
-}
-
 /// `W[h, m, e] = W_flat[m, offset + h·dh + e]` for a `[D, 3D]` Conv1D weight.
 fn split_heads(t: &TensorData, offset: usize, heads: usize, d_head: usize) -> TensorData {
     let (d, cols) = (t.shape[0], t.shape[1]);
@@ -229,14 +213,4 @@ fn split_heads(t: &TensorData, offset: usize, heads: usize, d_head: usize) -> Te
         }
     }
     TensorData::new(out, [heads, d, d_head])
-}
-
-fn transpose(t: &TensorData) -> TensorData {
-    let (r, c) = (t.shape[0], t.shape[1]);
-    let flat = values(t);
-    let out = (0..c)
-        .flat_map(|j| (0..r).map(move |i| (i, j)))
-        .map(|(i, j)| flat[i * c + j])
-        .collect::<Vec<_>>();
-    TensorData::new(out, [c, r])
 }

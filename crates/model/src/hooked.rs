@@ -3,17 +3,17 @@
 
 use std::sync::Arc;
 
-use burn_tensor::{Bool, Tensor, activation::softmax, backend::Backend};
+use burn_tensor::{Bool, Tensor, backend::Backend};
 use tlens_cache_core::error::closest;
 use tlens_cache_core::{
-    ActFn, ActivationCache, AttentionWeights, CacheError, HookRecorder, HookedTransformerConfig,
-    MlpWeights, ModelParams, NamesFilter, NormWeights, RunOptions, TransformerWeights,
-    head_outputs,
+    ActFn, ActivationCache, AttentionDir, BlockWeights, CacheError, HookRecorder,
+    HookedTransformerConfig, ModelParams, NamesFilter, NormWeights, RunOptions, TransformerWeights,
 };
 
-use crate::activation;
 use crate::error::{ModelError, Result};
+use crate::rotary::Rotary;
 use crate::tokens::TokenBatch;
+use crate::{attention, mlp};
 
 /// A hooked transformer: configuration, parameters and the device they live on.
 #[derive(Clone, Debug)]
@@ -53,52 +53,62 @@ impl<B: Backend> HookedTransformer<B> {
     /// Every hook this model fires in a full run, in firing order.
     pub fn hook_names(&self) -> Vec<String> {
         let cfg = self.cfg();
-        let mut names = vec!["hook_embed".to_string(), "hook_pos_embed".to_string()];
-        let norm = cfg.normalization_type.is_some();
-        for l in 0..cfg.n_layers {
+        let norm = |prefix: String| {
+            let on = cfg.normalization_type.is_some();
+            [format!("{prefix}.hook_scale"), format!("{prefix}.hook_normalized")]
+                .into_iter()
+                .filter(move |_| on)
+        };
+        let mut names = vec!["hook_embed".to_string()];
+        if cfg.has_pos_embed() {
+            names.push("hook_pos_embed".into());
+        }
+        for (l, block) in self.weights().blocks.iter().enumerate() {
             let b = |s: &str| format!("blocks.{l}.{s}");
             names.push(b("hook_resid_pre"));
-            if norm {
-                names.extend([b("ln1.hook_scale"), b("ln1.hook_normalized")]);
+            names.extend(norm(b("ln1")));
+            names.extend(["attn.hook_q", "attn.hook_k", "attn.hook_v"].map(b));
+            if cfg.use_qk_norm {
+                names.extend([
+                    b("attn.q_norm.hook_scale"),
+                    b("attn.q_norm.hook_normalized"),
+                    b("attn.k_norm.hook_scale"),
+                    b("attn.k_norm.hook_normalized"),
+                ]);
             }
-            names.extend(
-                [
-                    "attn.hook_q",
-                    "attn.hook_k",
-                    "attn.hook_v",
-                    "attn.hook_attn_scores",
-                    "attn.hook_pattern",
-                    "attn.hook_z",
-                ]
-                .map(b),
-            );
+            if !cfg.has_pos_embed() {
+                names.extend(["attn.hook_rot_q", "attn.hook_rot_k"].map(b));
+            }
+            names.extend(["attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z"].map(b));
             if cfg.use_attn_result {
                 names.push(b("attn.hook_result"));
             }
+            if block.ln1_post.is_some() {
+                names.extend([b("ln1_post.hook_scale"), b("ln1_post.hook_normalized")]);
+            }
             names.push(b("hook_attn_out"));
-            if cfg.has_mlp() {
-                names.push(b("hook_resid_mid"));
-                if norm {
-                    names.extend([b("ln2.hook_scale"), b("ln2.hook_normalized")]);
+            if let Some(mlp) = &block.mlp {
+                if !cfg.parallel_attn_mlp {
+                    names.push(b("hook_resid_mid"));
                 }
+                names.extend(norm(b("ln2")));
                 names.push(b("mlp.hook_pre"));
-                if cfg.act_fn == Some(ActFn::SoluLn) {
-                    names.extend([
-                        b("mlp.hook_mid"),
-                        b("mlp.ln.hook_scale"),
-                        b("mlp.ln.hook_normalized"),
-                    ]);
+                if mlp.W_gate.is_some() {
+                    names.push(b("mlp.hook_pre_linear"));
                 }
-                names.extend([b("mlp.hook_post"), b("hook_mlp_out")]);
+                if cfg.act_fn == Some(ActFn::SoluLn) {
+                    names.push(b("mlp.hook_mid"));
+                    names.extend(norm(b("mlp.ln")));
+                }
+                names.push(b("mlp.hook_post"));
+                if block.ln2_post.is_some() {
+                    names.extend([b("ln2_post.hook_scale"), b("ln2_post.hook_normalized")]);
+                }
+                names.push(b("hook_mlp_out"));
             }
             names.push(b("hook_resid_post"));
         }
-        if norm {
-            names.extend([
-                "ln_final.hook_scale".to_string(),
-                "ln_final.hook_normalized".to_string(),
-            ]);
-        }
+        names.extend(norm("ln_final".into()));
         names.extend([
             "unembed.hook_in".to_string(),
             "unembed.hook_out".to_string(),
@@ -176,187 +186,153 @@ impl<B: Backend> HookedTransformer<B> {
             .select(0, tokens.to_flat_tensor::<B>(&device))
             .reshape([batch, pos, d_model]);
         rec.record("hook_embed", &embed)?;
-        let pos_embed = w
-            .W_pos
-            .clone()
-            .narrow(0, 0, pos)
-            .unsqueeze::<3>()
-            .expand([batch, pos, d_model]);
-        rec.record("hook_pos_embed", &pos_embed)?;
-        let mut resid = embed + pos_embed;
+        let mut resid = embed;
+        if let Some(w_pos) = &w.W_pos {
+            let pos_embed = w_pos
+                .clone()
+                .narrow(0, 0, pos)
+                .unsqueeze::<3>()
+                .expand([batch, pos, d_model]);
+            rec.record("hook_pos_embed", &pos_embed)?;
+            resid = resid + pos_embed;
+        }
 
-        let mask = causal_mask::<B>(pos, &device);
+        let ctx = ForwardContext {
+            cfg,
+            rotary: (!cfg.has_pos_embed()).then(|| Rotary::new(cfg, pos, &device)),
+            causal: causal_mask::<B>(pos, None, &device),
+        };
         for (l, block) in w
             .blocks
             .iter()
             .enumerate()
             .take(stop.unwrap_or(cfg.n_layers))
         {
-            let b = |s: &str| format!("blocks.{l}.{s}");
-            rec.record(&b("hook_resid_pre"), &resid)?;
-            let attn_in = self.norm(block.ln1.as_ref(), resid.clone(), &b("ln1"), rec)?;
-            let attn_out = self.attention(l, &block.attn, attn_in, &mask, rec)?;
-            rec.record(&b("hook_attn_out"), &attn_out)?;
-            resid = resid + attn_out;
-            if let Some(mlp) = &block.mlp {
-                rec.record(&b("hook_resid_mid"), &resid)?;
-                let mlp_in = self.norm(block.ln2.as_ref(), resid.clone(), &b("ln2"), rec)?;
-                let mlp_out = self.mlp(l, mlp, mlp_in, rec)?;
-                rec.record(&b("hook_mlp_out"), &mlp_out)?;
-                resid = resid + mlp_out;
-            }
-            rec.record(&b("hook_resid_post"), &resid)?;
+            resid = block_forward(&ctx, l, block, resid, rec)?;
         }
         if stop.is_some() {
             return Ok(resid);
         }
-        let resid = self.norm(w.ln_final.as_ref(), resid, "ln_final", rec)?;
+        let resid = norm(w.ln_final.as_ref(), resid, cfg.eps, "ln_final", rec)?;
         rec.record("unembed.hook_in", &resid)?;
         let logits = resid.matmul(w.W_U.clone().unsqueeze::<3>()) + w.b_U.clone().unsqueeze::<3>();
+        // TransformerLens caps the logits after the unembed, so `unembed.hook_out` holds them uncapped.
         rec.record("unembed.hook_out", &logits)?;
-        Ok(logits)
-    }
-
-    /// A norm with its two hooks; the identity when the model has no normalisation.
-    fn norm<const D: usize>(
-        &self,
-        norm: Option<&NormWeights<B>>,
-        x: Tensor<B, D>,
-        prefix: &str,
-        rec: &mut HookRecorder<B>,
-    ) -> Result<Tensor<B, D>> {
-        let Some(norm) = norm else { return Ok(x) };
-        let out = norm.forward(x, self.cfg().eps);
-        rec.record(&format!("{prefix}.hook_scale"), &out.scale)?;
-        rec.record(&format!("{prefix}.hook_normalized"), &out.normalized)?;
-        Ok(out.output)
-    }
-
-    fn attention(
-        &self,
-        layer: usize,
-        w: &AttentionWeights<B>,
-        x: Tensor<B, 3>,
-        mask: &Tensor<B, 4, Bool>,
-        rec: &mut HookRecorder<B>,
-    ) -> Result<Tensor<B, 3>> {
-        let cfg = self.cfg();
-        let [batch, pos, d_model] = x.dims();
-        let (heads, d_head) = (cfg.heads(), cfg.d_head);
-        let b = |s: &str| format!("blocks.{layer}.attn.{s}");
-        // [H, D, dh] -> [D, H·dh] so one matmul gives every head, as TransformerLens's F.linear does.
-        let project = |wt: &Tensor<B, 3>, bias: &Tensor<B, 2>| -> Tensor<B, 4> {
-            let flat = wt
-                .clone()
-                .swap_dims(0, 1)
-                .reshape([d_model, heads * d_head]);
-            (x.clone().matmul(flat.unsqueeze::<3>()) + bias.clone().reshape([1, 1, heads * d_head]))
-                .reshape([batch, pos, heads, d_head])
-        };
-        let q = project(&w.W_Q, &w.b_Q);
-        rec.record(&b("hook_q"), &q)?;
-        let k = project(&w.W_K, &w.b_K);
-        rec.record(&b("hook_k"), &k)?;
-        let v = project(&w.W_V, &w.b_V);
-        rec.record(&b("hook_v"), &v)?;
-
-        let mut scale = if cfg.use_attn_scale {
-            cfg.attn_scale
-        } else {
-            1.0
-        };
-        if cfg.scale_attn_by_inverse_layer_idx {
-            scale *= (layer + 1) as f64;
-        }
-        let scores = q.swap_dims(1, 2).matmul(k.permute([0, 2, 3, 1])) / scale;
-        let scores = if cfg.attn_scores_soft_cap > 0.0 {
-            (scores / cfg.attn_scores_soft_cap).tanh() * cfg.attn_scores_soft_cap
-        } else {
-            scores
-        };
-        let scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
-        rec.record(&b("hook_attn_scores"), &scores)?;
-        let pattern = softmax(scores, 3);
-        rec.record(&b("hook_pattern"), &pattern)?;
-        let z = pattern.matmul(v.swap_dims(1, 2)).swap_dims(1, 2);
-        rec.record(&b("hook_z"), &z)?;
-
-        if cfg.use_attn_result {
-            let result = head_outputs(z.reshape([batch * pos, heads, d_head]), w.W_O.clone())
-                .reshape([heads, batch, pos, d_model])
-                .permute([1, 2, 0, 3]);
-            rec.record(&b("hook_result"), &result)?;
-            Ok(result.sum_dim(2).reshape([batch, pos, d_model]) + w.b_O.clone().unsqueeze::<3>())
-        } else {
-            let w_o = w.W_O.clone().reshape([heads * d_head, d_model]);
-            Ok(z.reshape([batch, pos, heads * d_head])
-                .matmul(w_o.unsqueeze::<3>())
-                + w.b_O.clone().unsqueeze::<3>())
-        }
-    }
-
-    fn mlp(
-        &self,
-        layer: usize,
-        w: &MlpWeights<B>,
-        x: Tensor<B, 3>,
-        rec: &mut HookRecorder<B>,
-    ) -> Result<Tensor<B, 3>> {
-        let act = self
-            .cfg()
-            .act_fn
-            .expect("checked: models with MLPs have an activation");
-        let b = |s: &str| format!("blocks.{layer}.mlp.{s}");
-        let pre = x.matmul(w.W_in.clone().unsqueeze::<3>()) + w.b_in.clone().unsqueeze::<3>();
-        rec.record(&b("hook_pre"), &pre)?;
-        let post = if act == ActFn::SoluLn {
-            let mid = activation::apply(act, pre);
-            rec.record(&b("hook_mid"), &mid)?;
-            self.norm(w.ln.as_ref(), mid, &b("ln"), rec)?
-        } else {
-            activation::apply(act, pre)
-        };
-        rec.record(&b("hook_post"), &post)?;
-        Ok(post.matmul(w.W_out.clone().unsqueeze::<3>()) + w.b_out.clone().unsqueeze::<3>())
+        Ok(soft_cap(logits, cfg.output_logits_soft_cap))
     }
 }
 
-/// `true` above the diagonal: key positions after the query position.
-fn causal_mask<B: Backend>(pos: usize, device: &burn_tensor::Device<B>) -> Tensor<B, 4, Bool> {
-    Tensor::<B, 2, Bool>::tril_mask([pos, pos], 0, device).unsqueeze::<4>()
+/// What every block of one forward pass shares: the config, the rotary tables and the causal mask.
+pub(crate) struct ForwardContext<'a, B: Backend> {
+    pub(crate) cfg: &'a HookedTransformerConfig,
+    /// Rotary tables for this sequence length; `None` with learned positions.
+    pub(crate) rotary: Option<Rotary<B>>,
+    /// The causal mask of global layers.
+    pub(crate) causal: Tensor<B, 4, Bool>,
+}
+
+/// One transformer block: attention, then the MLP on the updated stream (sequential), or attention and MLP both on
+/// the block's input (parallel: GPT-J, GPT-NeoX), with Gemma 2's norms after each sublayer when the model has them.
+fn block_forward<B: Backend>(
+    ctx: &ForwardContext<'_, B>,
+    l: usize,
+    block: &BlockWeights<B>,
+    resid: Tensor<B, 3>,
+    rec: &mut HookRecorder<B>,
+) -> Result<Tensor<B, 3>> {
+    let eps = ctx.cfg.eps;
+    let b = |s: &str| format!("blocks.{l}.{s}");
+    rec.record(&b("hook_resid_pre"), &resid)?;
+    let attn_in = norm(block.ln1.as_ref(), resid.clone(), eps, &b("ln1"), rec)?;
+    let attn_out = attention::forward(ctx, l, &block.attn, attn_in, rec)?;
+    let attn_out = norm(block.ln1_post.as_ref(), attn_out, eps, &b("ln1_post"), rec)?;
+    rec.record(&b("hook_attn_out"), &attn_out)?;
+    let Some(mlp) = &block.mlp else {
+        let resid = resid + attn_out;
+        rec.record(&b("hook_resid_post"), &resid)?;
+        return Ok(resid);
+    };
+    let (mlp_in, resid) = if ctx.cfg.parallel_attn_mlp {
+        (resid.clone(), resid + attn_out)
+    } else {
+        let mid = resid + attn_out;
+        rec.record(&b("hook_resid_mid"), &mid)?;
+        (mid.clone(), mid)
+    };
+    let mlp_in = norm(block.ln2.as_ref(), mlp_in, eps, &b("ln2"), rec)?;
+    let mlp_out = mlp::forward(ctx.cfg, l, mlp, mlp_in, rec)?;
+    let mlp_out = norm(block.ln2_post.as_ref(), mlp_out, eps, &b("ln2_post"), rec)?;
+    rec.record(&b("hook_mlp_out"), &mlp_out)?;
+    let resid = resid + mlp_out;
+    rec.record(&b("hook_resid_post"), &resid)?;
+    Ok(resid)
+}
+
+/// A norm with its two hooks; the identity when the model has no normalisation there.
+pub(crate) fn norm<B: Backend, const D: usize>(
+    norm: Option<&NormWeights<B>>,
+    x: Tensor<B, D>,
+    eps: f64,
+    prefix: &str,
+    rec: &mut HookRecorder<B>,
+) -> Result<Tensor<B, D>> {
+    let Some(norm) = norm else { return Ok(x) };
+    let out = norm.forward(x, eps);
+    rec.record(&format!("{prefix}.hook_scale"), &out.scale)?;
+    rec.record(&format!("{prefix}.hook_normalized"), &out.normalized)?;
+    Ok(out.output)
+}
+
+/// Gemma's soft cap `cap·tanh(x / cap)`; the identity when `cap` is not positive (TransformerLens's `-1`).
+pub(crate) fn soft_cap<B: Backend, const D: usize>(x: Tensor<B, D>, cap: f64) -> Tensor<B, D> {
+    if cap > 0.0 {
+        (x / cap).tanh() * cap
+    } else {
+        x
+    }
+}
+
+/// `true` where a query may not see a key: keys after the query and, for a local layer of window `w`, keys `w` or
+/// more positions before it (TransformerLens's `_make_causal_mask`).
+pub(crate) fn causal_mask<B: Backend>(
+    pos: usize,
+    window: Option<usize>,
+    device: &burn_tensor::Device<B>,
+) -> Tensor<B, 4, Bool> {
+    let future = Tensor::<B, 2, Bool>::tril_mask([pos, pos], 0, device);
+    let masked = match window {
+        Some(w) if w < pos => {
+            let far_past = Tensor::<B, 2, Bool>::triu_mask([pos, pos], 1 - w as i64, device);
+            future.bool_or(far_past)
+        }
+        _ => future,
+    };
+    masked.unsqueeze::<4>()
 }
 
 /// Rejects configurations whose forward pass tlens does not implement.
 fn check_supported(cfg: &HookedTransformerConfig) -> Result<()> {
     let unsupported = |what: String| Err(ModelError::Unsupported(what));
-    if cfg.positional_embedding_type != "standard" {
-        return unsupported(format!(
-            "positional_embedding_type {:?} (tlens supports \"standard\")",
-            cfg.positional_embedding_type
-        ));
-    }
-    if cfg.attention_dir != "causal" {
-        return unsupported(format!(
-            "attention_dir {:?} (tlens supports \"causal\")",
-            cfg.attention_dir
-        ));
+    if cfg.attention_dir != AttentionDir::Causal {
+        return unsupported("bidirectional attention (tlens runs causal language models)".into());
     }
     let flags = [
-        ("final_rms", cfg.final_rms),
-        ("parallel_attn_mlp", cfg.parallel_attn_mlp),
-        ("gated_mlp", cfg.gated_mlp),
         ("use_split_qkv_input", cfg.use_split_qkv_input),
         ("use_hook_mlp_in", cfg.use_hook_mlp_in),
         ("use_attn_in", cfg.use_attn_in),
         ("use_hook_tokens", cfg.use_hook_tokens),
         ("post_embedding_ln", cfg.post_embedding_ln),
-        ("n_key_value_heads", cfg.n_key_value_heads.is_some()),
+        (
+            "gated_mlp with solu_ln",
+            cfg.gated_mlp && cfg.act_fn == Some(ActFn::SoluLn),
+        ),
+        (
+            "final_rms on a LayerNorm model",
+            cfg.final_rms && cfg.normalization_type.is_some_and(|n| n.centers()),
+        ),
     ];
     if let Some((name, _)) = flags.iter().find(|(_, on)| *on) {
-        return unsupported(format!("{name} (tlens implements the GPT-2-style block)"));
-    }
-    if cfg.output_logits_soft_cap > 0.0 {
-        return unsupported("output_logits_soft_cap".into());
+        return unsupported(format!("{name} (tlens does not implement it)"));
     }
     Ok(())
 }

@@ -1,10 +1,15 @@
-//! A hooked GPT-2-style transformer on burn, generic over the backend: the forward pass with every TransformerLens
-//! hook point, weight loading (Hugging Face GPT-2 folders and TransformerLens state dicts), TransformerLens's weight
-//! processing, and the tokenizer helpers.
+//! A hooked transformer on burn, generic over the backend: the forward pass with every TransformerLens hook point
+//! (learned or rotary positions, grouped-query attention, standard or gated MLPs, sequential or parallel blocks),
+//! weight loading (Hugging Face checkpoints of GPT-2, GPT-NeoX, Llama, Mistral, Qwen 2/3, Phi-3 and Gemma 1/2, and
+//! TransformerLens state dicts), TransformerLens's weight processing, and the tokenizer helpers.
 
 mod activation;
+mod attention;
+mod mlp;
+mod rotary;
 pub mod error;
 pub mod gpt2;
+pub mod hf;
 pub mod hooked;
 pub mod loading;
 pub mod processing;
@@ -16,7 +21,7 @@ pub mod tokens;
 pub use error::{ModelError, Result};
 pub use hooked::HookedTransformer;
 pub use loading::{
-    LoadedModel, load_folder, load_hf_gpt2, load_hf_gpt2_bytes, load_transformerlens,
+    LoadedModel, load_folder, load_hf, load_hf_bytes, load_transformerlens,
     load_transformerlens_bytes,
 };
 pub use processing::Processing;

@@ -1,4 +1,4 @@
-//! Loading a model: a Hugging Face GPT-2 folder (from disk or from bytes), a TransformerLens config and state dict
+//! Loading a model: a Hugging Face checkpoint folder (from disk or from bytes), a TransformerLens config and state dict
 //! (from disk or from bytes), or a folder of either kind ([`load_folder`]).
 
 use std::path::Path;
@@ -7,7 +7,7 @@ use burn_tensor::backend::Backend;
 use tlens_cache_core::HookedTransformerConfig;
 
 use crate::error::{ModelError, Result};
-use crate::gpt2;
+use crate::hf::{self, Family};
 use crate::hooked::HookedTransformer;
 use crate::processing::{Processing, process};
 use crate::safetensors_file::TensorFile;
@@ -23,9 +23,12 @@ pub struct LoadedModel<B: Backend> {
     pub tokenizer: Option<Tokenizer>,
 }
 
-/// Loads a Hugging Face GPT-2 folder (`config.json`, `model.safetensors` in f32, f16 or bf16, optionally a tokenizer)
-/// through TransformerLens's GPT-2 conversion, then applies `processing`.
-pub fn load_hf_gpt2<B: Backend>(
+/// Loads a Hugging Face checkpoint folder of any supported family (`config.json`'s `model_type`: `gpt2`,
+/// `gpt_neox`, `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma2`), as TransformerLens's
+/// `from_pretrained` would: the config and weights converted by TransformerLens's rules for the family, then
+/// `processing`. The weights are `model.safetensors` or the shards that `model.safetensors.index.json` lists, in f32,
+/// f16 or bf16; the tokenizer (`tokenizer.json`, or GPT-2's `vocab.json` + `merges.txt`) is optional.
+pub fn load_hf<B: Backend>(
     dir: &Path,
     processing: Processing,
     device: &burn_tensor::Device<B>,
@@ -36,10 +39,15 @@ pub fn load_hf_gpt2<B: Backend>(
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
         ));
     }
-    let cfg = gpt2::config_from_hf(&dir.join("config.json"))?;
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| ModelError::io(&config, e))?;
+    let source = config.display().to_string();
+    let family = hf::model_type(&text, &source)?;
+    let cfg = hf::config_from_json(family, &text, &source)?;
     let model = build_hf(
+        family,
         cfg,
-        TensorFile::read(&dir.join("model.safetensors"))?,
+        TensorFile::read_checkpoint(dir)?,
         processing,
         device,
     )?;
@@ -50,16 +58,18 @@ pub fn load_hf_gpt2<B: Backend>(
     )
 }
 
-/// [`load_hf_gpt2`] from the contents of a folder's files (for models embedded in a binary).
-pub fn load_hf_gpt2_bytes<B: Backend>(
+/// [`load_hf`] from the contents of a folder's files (one `model.safetensors`; for models embedded in a binary).
+pub fn load_hf_bytes<B: Backend>(
     config_json: &str,
     safetensors: &[u8],
     tokenizer_json: Option<&[u8]>,
     processing: Processing,
     device: &burn_tensor::Device<B>,
 ) -> Result<LoadedModel<B>> {
-    let cfg = gpt2::config_from_hf_json(config_json, "config.json")?;
+    let family = hf::model_type(config_json, "config.json")?;
+    let cfg = hf::config_from_json(family, config_json, "config.json")?;
     let model = build_hf(
+        family,
         cfg,
         TensorFile::parse(safetensors, "model.safetensors")?,
         processing,
@@ -103,7 +113,7 @@ pub fn load_transformerlens_bytes<B: Backend>(
 }
 
 /// Loads a model folder of either kind, telling them apart by their files:
-/// - a Hugging Face GPT-2 folder: `config.json` (Hugging Face fields) and `model.safetensors`;
+/// - a Hugging Face folder ([`load_hf`]): `config.json` (Hugging Face fields) and `model.safetensors` or its shards;
 /// - a TransformerLens folder: `config.json` (TransformerLens fields: `d_model`, `n_layers`, ...) and
 ///   `weights.safetensors` (a TransformerLens state dict).
 ///
@@ -120,7 +130,7 @@ pub fn load_folder<B: Backend>(
         ));
     }
     let tl_weights = dir.join("weights.safetensors");
-    if tl_weights.exists() && !dir.join("model.safetensors").exists() {
+    if tl_weights.exists() && !TensorFile::is_checkpoint(dir) {
         let config = dir.join("config.json");
         let text = std::fs::read_to_string(&config).map_err(|e| ModelError::io(&config, e))?;
         let cfg = tl_config(&text, &config.display().to_string())?;
@@ -131,7 +141,7 @@ pub fn load_folder<B: Backend>(
             &dir.display().to_string(),
         );
     }
-    load_hf_gpt2(dir, processing, device)
+    load_hf(dir, processing, device)
 }
 
 fn tl_config(text: &str, path: &str) -> Result<HookedTransformerConfig> {
@@ -142,12 +152,13 @@ fn tl_config(text: &str, path: &str) -> Result<HookedTransformerConfig> {
 }
 
 fn build_hf<B: Backend>(
+    family: Family,
     cfg: HookedTransformerConfig,
     hf: TensorFile,
     processing: Processing,
     device: &burn_tensor::Device<B>,
 ) -> Result<HookedTransformer<B>> {
-    let tl = gpt2::convert_weights(&cfg, hf)?;
+    let tl = hf::convert_weights(family, &cfg, hf)?;
     build(cfg, tl, processing, device)
 }
 

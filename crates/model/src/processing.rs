@@ -60,7 +60,8 @@ pub fn process<B: Backend>(
     if p.center_writing_weights && centers {
         center_writing_weights(w);
     }
-    if p.center_unembed {
+    // A soft cap on the logits is not invariant to a constant shift, so TransformerLens skips centring then.
+    if p.center_unembed && cfg.output_logits_soft_cap <= 0.0 {
         w.W_U = w.W_U.clone() - w.W_U.clone().mean_dim(1);
         w.b_U = w.b_U.clone() - w.b_U.clone().mean_dim(0);
     }
@@ -68,7 +69,15 @@ pub fn process<B: Backend>(
         for block in &mut w.blocks {
             let a = &mut block.attn;
             let [h, dh, d] = a.W_O.dims();
-            let folded = (a.b_V.clone().reshape([h, dh, 1]) * a.W_O.clone())
+            // Under grouped-query attention each value head serves `h / kv` consecutive query heads.
+            let kv = a.b_V.dims()[0];
+            let b_v = a
+                .b_V
+                .clone()
+                .reshape([kv, 1, dh])
+                .expand([kv, h / kv, dh])
+                .reshape([h, dh, 1]);
+            let folded = (b_v * a.W_O.clone())
                 .sum_dim(0)
                 .sum_dim(1)
                 .reshape([d]);
@@ -117,6 +126,12 @@ fn fold_ln<B: Backend>(w: &mut TransformerWeights<B>, center: bool) {
             block.ln1 = Some(NormWeights::pre(ln1.kind));
         }
         if let (Some(ln2), Some(mlp)) = (block.ln2.take(), block.mlp.as_mut()) {
+            if let Some(w_gate) = mlp.W_gate.as_mut() {
+                // The gate has no bias: what LN's bias adds through it is not folded (TransformerLens folds it
+                // into b_in only through W_in).
+                let mut no_bias = Tensor::<B, 1>::zeros([w_gate.dims()[1]], &w_gate.device());
+                fold_into(&ln2, w_gate, &mut no_bias, center);
+            }
             fold_into(&ln2, &mut mlp.W_in, &mut mlp.b_in, center);
             block.ln2 = Some(NormWeights::pre(ln2.kind));
         }
@@ -136,7 +151,9 @@ fn fold_ln<B: Backend>(w: &mut TransformerWeights<B>, center: bool) {
 /// `center_writing_weights`: everything that writes to the residual stream gets mean zero over `d_model`.
 fn center_writing_weights<B: Backend>(w: &mut TransformerWeights<B>) {
     w.W_E = w.W_E.clone() - w.W_E.clone().mean_dim(1);
-    w.W_pos = w.W_pos.clone() - w.W_pos.clone().mean_dim(1);
+    if let Some(w_pos) = w.W_pos.as_mut() {
+        *w_pos = w_pos.clone() - w_pos.clone().mean_dim(1);
+    }
     for block in &mut w.blocks {
         let a = &mut block.attn;
         a.W_O = a.W_O.clone() - a.W_O.clone().mean_dim(2);

@@ -8,7 +8,16 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
 
-/// The tensors of a safetensors file, converted to f32, by name.
+const SINGLE: &str = "model.safetensors";
+const INDEX: &str = "model.safetensors.index.json";
+
+/// `model.safetensors.index.json`: which shard holds each tensor.
+#[derive(serde::Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// The tensors of a safetensors file (or of a sharded checkpoint), converted to f32, by name.
 pub struct TensorFile {
     /// Where they came from, for error messages.
     pub path: String,
@@ -21,6 +30,56 @@ impl TensorFile {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
         Self::parse(&bytes, &path.display().to_string())
+    }
+
+    /// Whether a folder holds a Hugging Face checkpoint: `model.safetensors` or `model.safetensors.index.json`.
+    pub fn is_checkpoint(dir: &Path) -> bool {
+        dir.join(SINGLE).exists() || dir.join(INDEX).exists()
+    }
+
+    /// Reads a Hugging Face checkpoint folder: `model.safetensors`, or every shard that
+    /// `model.safetensors.index.json` lists (each tensor must be in the shard the index names).
+    pub fn read_checkpoint(dir: &Path) -> Result<Self> {
+        let index_path = dir.join(INDEX);
+        if dir.join(SINGLE).exists() || !index_path.exists() {
+            return Self::read(&dir.join(SINGLE));
+        }
+        let text =
+            std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+        let index: ShardIndex =
+            serde_json::from_str(&text).map_err(|e| ModelError::Config {
+                path: index_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let mut shards: Vec<&String> = index.weight_map.values().collect();
+        shards.sort();
+        shards.dedup();
+        let mut tensors = BTreeMap::new();
+        for shard in shards {
+            let file = Self::read(&dir.join(shard))?;
+            for (name, data) in file.tensors {
+                if index.weight_map.get(&name) != Some(shard) {
+                    return Err(ModelError::Config {
+                        path: index_path.display().to_string(),
+                        message: format!("tensor `{name}` is in {shard}, which the index does not name for it"),
+                    });
+                }
+                tensors.insert(name, data);
+            }
+        }
+        if let Some(name) = index.weight_map.keys().find(|n| !tensors.contains_key(*n)) {
+            return Err(ModelError::Config {
+                path: index_path.display().to_string(),
+                message: format!(
+                    "tensor `{name}` is listed in {} but is not in that shard",
+                    index.weight_map[name]
+                ),
+            });
+        }
+        Ok(Self {
+            path: index_path.display().to_string(),
+            tensors,
+        })
     }
 
     /// Parses the bytes of a safetensors file (`path` names it in errors).

@@ -19,23 +19,45 @@ pub fn weights_from_state_dict<B: Backend>(
     mut file: TensorFile,
     device: &burn_tensor::Device<B>,
 ) -> Result<TransformerWeights<B>> {
-    let (d, h, dh, m) = (cfg.d_model, cfg.heads(), cfg.d_head, cfg.mlp_width());
+    let (d, h, kv, dh, m) = (
+        cfg.d_model,
+        cfg.heads(),
+        cfg.kv_heads(),
+        cfg.d_head,
+        cfg.mlp_width(),
+    );
+    // Under grouped-query attention TransformerLens stores the key/value parameters as `_W_K`, `_b_K`, ...
+    let gqa = if cfg.n_key_value_heads.is_some() {
+        "_"
+    } else {
+        ""
+    };
     let mut take = |name: &str, shape: &[usize]| file.take(name, shape);
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = |s: &str| format!("blocks.{l}.{s}");
+        let kv_param = |s: &str| p(&format!("attn.{gqa}{s}"));
         let ln1 = read_norm(&mut take, cfg.normalization_type, &p("ln1"), d, device)?;
+        // The norms after each sublayer (Gemma 2) and Qwen 3's query/key norms are RMS norms with weights that
+        // fold_ln leaves in place.
+        let post = cfg
+            .use_normalization_before_and_after
+            .then_some(NormalizationType::RMS);
+        let qk_norm = cfg.use_qk_norm.then_some(NormalizationType::RMS);
         let attn = AttentionWeights {
             W_Q: tensor(take(&p("attn.W_Q"), &[h, d, dh])?, device),
-            W_K: tensor(take(&p("attn.W_K"), &[h, d, dh])?, device),
-            W_V: tensor(take(&p("attn.W_V"), &[h, d, dh])?, device),
+            W_K: tensor(take(&kv_param("W_K"), &[kv, d, dh])?, device),
+            W_V: tensor(take(&kv_param("W_V"), &[kv, d, dh])?, device),
             W_O: tensor(take(&p("attn.W_O"), &[h, dh, d])?, device),
             b_Q: tensor(take(&p("attn.b_Q"), &[h, dh])?, device),
-            b_K: tensor(take(&p("attn.b_K"), &[h, dh])?, device),
-            b_V: tensor(take(&p("attn.b_V"), &[h, dh])?, device),
+            b_K: tensor(take(&kv_param("b_K"), &[kv, dh])?, device),
+            b_V: tensor(take(&kv_param("b_V"), &[kv, dh])?, device),
             b_O: tensor(take(&p("attn.b_O"), &[d])?, device),
+            q_norm: read_norm(&mut take, qk_norm, &p("attn.q_norm"), dh, device)?,
+            k_norm: read_norm(&mut take, qk_norm, &p("attn.k_norm"), dh, device)?,
         };
-        let (ln2, mlp) = if cfg.has_mlp() {
+        let ln1_post = read_norm(&mut take, post, &p("ln1_post"), d, device)?;
+        let (ln2, mlp, ln2_post) = if cfg.has_mlp() {
             let ln2 = read_norm(&mut take, cfg.normalization_type, &p("ln2"), d, device)?;
             let solu_ln = if cfg.act_fn == Some(ActFn::SoluLn) {
                 // TransformerLens gives SoLU's inner norm weights only when the model's norm is LN.
@@ -51,24 +73,36 @@ pub fn weights_from_state_dict<B: Backend>(
             let mlp = MlpWeights {
                 W_in: tensor(take(&p("mlp.W_in"), &[d, m])?, device),
                 b_in: tensor(take(&p("mlp.b_in"), &[m])?, device),
+                W_gate: cfg
+                    .gated_mlp
+                    .then(|| take(&p("mlp.W_gate"), &[d, m]))
+                    .transpose()?
+                    .map(|t| tensor(t, device)),
                 W_out: tensor(take(&p("mlp.W_out"), &[m, d])?, device),
                 b_out: tensor(take(&p("mlp.b_out"), &[d])?, device),
                 ln: solu_ln,
             };
-            (ln2, Some(mlp))
+            let ln2_post = read_norm(&mut take, post, &p("ln2_post"), d, device)?;
+            (ln2, Some(mlp), ln2_post)
         } else {
-            (None, None)
+            (None, None, None)
         };
         blocks.push(BlockWeights {
             ln1,
             attn,
+            ln1_post,
             ln2,
             mlp,
+            ln2_post,
         });
     }
     let weights = TransformerWeights {
         W_E: tensor(take("embed.W_E", &[cfg.vocab(), d])?, device),
-        W_pos: tensor(take("pos_embed.W_pos", &[cfg.n_ctx, d])?, device),
+        W_pos: cfg
+            .has_pos_embed()
+            .then(|| take("pos_embed.W_pos", &[cfg.n_ctx, d]))
+            .transpose()?
+            .map(|t| tensor(t, device)),
         blocks,
         ln_final: read_norm(&mut take, cfg.normalization_type, "ln_final", d, device)?,
         W_U: tensor(take("unembed.W_U", &[d, cfg.vocab_out()])?, device),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tlens_cache_core::{ActivationCache, DynTensor, RunOptions};
 use tlens_model::{
-    HookedTransformer, LoadedModel, Processing, TokenBatch, load_hf_gpt2, load_transformerlens,
+    HookedTransformer, LoadedModel, Processing, TokenBatch, load_hf, load_transformerlens,
 };
 
 pub type B = burn_ndarray::NdArray<f32>;
@@ -28,7 +28,7 @@ pub fn tl_model(name: &str, processing: Processing) -> HookedTransformer<B> {
 
 /// The tiny Hugging Face GPT-2 (with its tokenizer), processed as `from_pretrained` does.
 pub fn gpt2() -> LoadedModel<B> {
-    load_hf_gpt2::<B>(
+    load_hf::<B>(
         &models().join("gpt2-tiny"),
         Processing::default(),
         &Default::default(),

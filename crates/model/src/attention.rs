@@ -1,0 +1,122 @@
+//! Attention: query, key and value projections (grouped-query when the model has fewer key/value heads), Qwen 3's
+//! per-head query/key norm, rotary embeddings, scaled and soft-capped scores under the causal (or local) mask, the
+//! pattern, and the heads' output — with TransformerLens's hooks in its order (`components/abstract_attention.py`).
+
+use burn_tensor::{Tensor, activation::softmax, backend::Backend};
+use tlens_cache_core::{AttentionWeights, HookRecorder, head_outputs};
+
+use crate::error::Result;
+use crate::hooked::{ForwardContext, causal_mask, norm, soft_cap};
+
+/// One layer's attention on its normalised input `x` (`[batch, pos, d_model]`); returns its output before any
+/// post-attention norm.
+pub(crate) fn forward<B: Backend>(
+    ctx: &ForwardContext<'_, B>,
+    layer: usize,
+    w: &AttentionWeights<B>,
+    x: Tensor<B, 3>,
+    rec: &mut HookRecorder<B>,
+) -> Result<Tensor<B, 3>> {
+    let cfg = ctx.cfg;
+    let [batch, pos, d_model] = x.dims();
+    let (heads, d_head) = (cfg.heads(), cfg.d_head);
+    let b = |s: &str| format!("blocks.{layer}.attn.{s}");
+    let q = project(&x, &w.W_Q, &w.b_Q);
+    rec.record(&b("hook_q"), &q)?;
+    let k = project(&x, &w.W_K, &w.b_K);
+    rec.record(&b("hook_k"), &k)?;
+    let v = project(&x, &w.W_V, &w.b_V);
+    rec.record(&b("hook_v"), &v)?;
+    let (q, k) = match (&w.q_norm, &w.k_norm) {
+        (Some(qn), Some(kn)) => (
+            head_norm(qn, q, cfg.eps, &b("q_norm"), rec)?,
+            head_norm(kn, k, cfg.eps, &b("k_norm"), rec)?,
+        ),
+        _ => (q, k),
+    };
+    let (q, k) = match &ctx.rotary {
+        Some(rotary) => {
+            let q = rotary.apply(q);
+            rec.record(&b("hook_rot_q"), &q)?;
+            let k = rotary.apply(k);
+            rec.record(&b("hook_rot_k"), &k)?;
+            (q, k)
+        }
+        None => (q, k),
+    };
+    let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
+
+    let mut scale = if cfg.use_attn_scale {
+        cfg.attn_scale
+    } else {
+        1.0
+    };
+    if cfg.scale_attn_by_inverse_layer_idx {
+        scale *= (layer + 1) as f64;
+    }
+    let scores = q.swap_dims(1, 2).matmul(k.permute([0, 2, 3, 1])) / scale;
+    let scores = soft_cap(scores, cfg.attn_scores_soft_cap);
+    let mask = match cfg.attn_window(layer) {
+        Some(window) => causal_mask::<B>(pos, Some(window), &scores.device()),
+        None => ctx.causal.clone(),
+    };
+    let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
+    rec.record(&b("hook_attn_scores"), &scores)?;
+    let pattern = softmax(scores, 3);
+    rec.record(&b("hook_pattern"), &pattern)?;
+    let z = pattern.matmul(v.swap_dims(1, 2)).swap_dims(1, 2);
+    rec.record(&b("hook_z"), &z)?;
+
+    if cfg.use_attn_result {
+        let result = head_outputs(z.reshape([batch * pos, heads, d_head]), w.W_O.clone())
+            .reshape([heads, batch, pos, d_model])
+            .permute([1, 2, 0, 3]);
+        rec.record(&b("hook_result"), &result)?;
+        Ok(result.sum_dim(2).reshape([batch, pos, d_model]) + w.b_O.clone().unsqueeze::<3>())
+    } else {
+        let w_o = w.W_O.clone().reshape([heads * d_head, d_model]);
+        Ok(z.reshape([batch, pos, heads * d_head])
+            .matmul(w_o.unsqueeze::<3>())
+            + w.b_O.clone().unsqueeze::<3>())
+    }
+}
+
+/// `x · W + b` for every head at once (`W [heads, d_model, d_head]` flattened to `[d_model, heads·d_head]`, as
+/// TransformerLens's `F.linear`), giving `[batch, pos, heads, d_head]`.
+fn project<B: Backend>(x: &Tensor<B, 3>, weight: &Tensor<B, 3>, bias: &Tensor<B, 2>) -> Tensor<B, 4> {
+    let [batch, pos, d_model] = x.dims();
+    let [heads, _, d_head] = weight.dims();
+    let flat = weight
+        .clone()
+        .swap_dims(0, 1)
+        .reshape([d_model, heads * d_head]);
+    (x.clone().matmul(flat.unsqueeze::<3>()) + bias.clone().reshape([1, 1, heads * d_head]))
+        .reshape([batch, pos, heads, d_head])
+}
+
+/// Qwen 3's RMS norm over each head's vector. TransformerLens flattens to `[batch·pos·heads, d_head]` first, so its
+/// `hook_scale` / `hook_normalized` have that shape; tlens records the same.
+fn head_norm<B: Backend>(
+    w: &tlens_cache_core::NormWeights<B>,
+    x: Tensor<B, 4>,
+    eps: f64,
+    prefix: &str,
+    rec: &mut HookRecorder<B>,
+) -> Result<Tensor<B, 4>> {
+    let [batch, pos, heads, d_head] = x.dims();
+    let flat = x.reshape([batch * pos * heads, d_head]);
+    Ok(norm(Some(w), flat, eps, prefix, rec)?.reshape([batch, pos, heads, d_head]))
+}
+
+/// Grouped-query attention: each key/value head serves `heads / kv_heads` consecutive query heads
+/// (`torch.repeat_interleave` over the head axis).
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
+    let [batch, pos, kv_heads, d_head] = x.dims();
+    if kv_heads == heads {
+        return x;
+    }
+    let group = heads / kv_heads;
+    x.unsqueeze_dim::<5>(3)
+        .expand([batch, pos, kv_heads, group, d_head])
+        .reshape([batch, pos, heads, d_head])
+}
