@@ -218,7 +218,10 @@ fn tokens<B: Backend>(input: &Input, loaded: &LoadedModel<B>) -> Result<TokenBat
             .to_string(),
         message: "the model folder has no tokenizer; pass token ids with --tokens FILE".into(),
     })?;
-    Ok(TokenBatch::single(tokenizer.to_tokens(prompt, true)?)?)
+    // As TransformerLens's `to_tokens`: BOS first unless the family's `default_prepend_bos` says otherwise (Qwen,
+    // GPT-NeoX).
+    let bos = loaded.model.cfg().default_prepend_bos;
+    Ok(TokenBatch::single(tokenizer.to_tokens(prompt, bos)?)?)
 }
 
 fn text<B: Backend>(loaded: &LoadedModel<B>, ids: &[u32]) -> Vec<String> {

@@ -246,6 +246,23 @@ fn report_writes_html_and_prints_the_headline() {
 }
 
 #[test]
+fn every_model_family_runs_report_and_lens() {
+    for family in [
+        "neox", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
+    ] {
+        let model = format!("tests/models/hf-{family}");
+        let out = temp(&format!("report-{family}.html"));
+        let stdout = ok(&["report", "--model", &model, "--out", out.to_str().unwrap()]);
+        assert!(stdout.starts_with("wrote "), "{family}: {stdout}");
+        let html = std::fs::read_to_string(&out).unwrap();
+        assert!(html.contains("data-chart=\"lens\""), "{family}");
+        let _ = std::fs::remove_file(out);
+        let lens = ok(&["lens", "--model", &model, "--top", "2"]);
+        assert!(lens.contains("final_post"), "{family}: {lens}");
+    }
+}
+
+#[test]
 fn errors_are_one_line_and_exit_non_zero() {
     let missing_tokens = temp("missing.json");
     let bad_tokens = temp("bad.json");

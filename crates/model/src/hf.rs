@@ -259,7 +259,11 @@ pub fn config_from_json(
         rotary_dim: Some(d_head),
         rotary_base: hf.rope_theta().unwrap_or(10000.0),
         n_key_value_heads,
-        final_rms: family != Family::GptNeox,
+        // Only a LayerNorm model's final norm is affected; TransformerLens sets the flag for these families.
+        final_rms: matches!(
+            family,
+            Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Gemma | Family::Gemma2
+        ),
         gated_mlp: family != Family::GptNeox,
         original_architecture: Some(family.architecture().into()),
         model_name: hf._name_or_path.clone().filter(|n| !n.is_empty()),
