@@ -138,7 +138,11 @@ fn configs_resolve_as_transformerlens_does() {
                 "NTK_by_parts_high_freq_factor",
                 "NTK_original_ctx_len",
             ] {
-                assert_eq!(ours[field].as_f64(), tl[field].as_f64(), "{family}: {field}");
+                assert_eq!(
+                    ours[field].as_f64(),
+                    tl[field].as_f64(),
+                    "{family}: {field}"
+                );
             }
         }
     }
@@ -231,7 +235,8 @@ fn unsupported_model_types_name_the_supported_ones() {
 fn unsupported_rope_scaling_is_refused() {
     let dir = copy_of("llama", "rope-scaling");
     edit_config(&dir, |c| {
-        c["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0});
+        c["rope_parameters"] =
+            serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0});
     });
     let msg = load_err(&dir).to_string();
     assert!(msg.contains("rope_scaling type \"yarn\""), "{msg}");

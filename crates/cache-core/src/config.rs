@@ -198,16 +198,10 @@ pub struct HookedTransformerConfig {
     #[serde(default = "default_ntk_factor", rename = "NTK_by_parts_factor")]
     pub ntk_by_parts_factor: f64,
     /// NTK-by-parts: `low_freq_factor`.
-    #[serde(
-        default = "default_ntk_low",
-        rename = "NTK_by_parts_low_freq_factor"
-    )]
+    #[serde(default = "default_ntk_low", rename = "NTK_by_parts_low_freq_factor")]
     pub ntk_by_parts_low_freq_factor: f64,
     /// NTK-by-parts: `high_freq_factor`.
-    #[serde(
-        default = "default_ntk_high",
-        rename = "NTK_by_parts_high_freq_factor"
-    )]
+    #[serde(default = "default_ntk_high", rename = "NTK_by_parts_high_freq_factor")]
     pub ntk_by_parts_high_freq_factor: f64,
     /// NTK-by-parts: `original_max_position_embeddings`.
     #[serde(default = "default_ntk_ctx", rename = "NTK_original_ctx_len")]

@@ -62,7 +62,8 @@ pub mod weights;
 pub use attribution::{LogitAttrs, TokenIds};
 pub use cache::{ActivationCache, ModelParams};
 pub use config::{
-    ActFn, AttentionDir, AttnType, HookedTransformerConfig, NormalizationType, PositionalEmbeddingType,
+    ActFn, AttentionDir, AttnType, HookedTransformerConfig, NormalizationType,
+    PositionalEmbeddingType,
 };
 pub use decomposition::GetFullResidDecomposition;
 pub use dyn_tensor::DynTensor;

@@ -83,7 +83,11 @@ pub(crate) fn forward<B: Backend>(
 
 /// `x · W + b` for every head at once (`W [heads, d_model, d_head]` flattened to `[d_model, heads·d_head]`, as
 /// TransformerLens's `F.linear`), giving `[batch, pos, heads, d_head]`.
-fn project<B: Backend>(x: &Tensor<B, 3>, weight: &Tensor<B, 3>, bias: &Tensor<B, 2>) -> Tensor<B, 4> {
+fn project<B: Backend>(
+    x: &Tensor<B, 3>,
+    weight: &Tensor<B, 3>,
+    bias: &Tensor<B, 2>,
+) -> Tensor<B, 4> {
     let [batch, pos, d_model] = x.dims();
     let [heads, _, d_head] = weight.dims();
     let flat = weight

@@ -312,13 +312,19 @@ pub fn config_from_json(
                 // Hugging Face's Gemma 2 makes the even layers sliding (or says so in `layer_types`).
                 let local = |l: usize| match &hf.layer_types {
                     Some(types) => types.get(l).is_some_and(|t| t == "sliding_attention"),
-                    None => l % 2 == 0,
+                    None => l.is_multiple_of(2),
                 };
                 cfg.window_size = Some(window);
                 cfg.use_local_attn = true;
                 cfg.attn_types = Some(
                     (0..cfg.n_layers)
-                        .map(|l| if local(l) { AttnType::Local } else { AttnType::Global })
+                        .map(|l| {
+                            if local(l) {
+                                AttnType::Local
+                            } else {
+                                AttnType::Global
+                            }
+                        })
                         .collect(),
                 );
             }
@@ -433,7 +439,11 @@ fn convert_llama_like(
     // Gemma's RMS norms multiply by `1 + w`; TransformerLens stores `1 + w` (in f32).
     let norm = |hf: &mut TensorFile, name: &str| -> Result<TensorData> {
         let w = hf.take(name, &[d])?;
-        Ok(if family.is_gemma() { map(&w, |x| x + 1.0) } else { w })
+        Ok(if family.is_gemma() {
+            map(&w, |x| x + 1.0)
+        } else {
+            w
+        })
     };
     let mut tl = BTreeMap::new();
     let embed = hf.take("model.embed_tokens.weight", &[v, d])?;
@@ -490,11 +500,23 @@ fn convert_llama_like(
         tl.insert(t("attn.W_O"), reshaped(transpose(&w_o), vec![h, dh, d]));
         tl.insert(t("attn.b_O"), zeros(vec![d]));
         if family == Family::Gemma2 {
-            tl.insert(t("ln1_post.w"), norm(&mut hf, &p("post_attention_layernorm.weight"))?);
-            tl.insert(t("ln2.w"), norm(&mut hf, &p("pre_feedforward_layernorm.weight"))?);
-            tl.insert(t("ln2_post.w"), norm(&mut hf, &p("post_feedforward_layernorm.weight"))?);
+            tl.insert(
+                t("ln1_post.w"),
+                norm(&mut hf, &p("post_attention_layernorm.weight"))?,
+            );
+            tl.insert(
+                t("ln2.w"),
+                norm(&mut hf, &p("pre_feedforward_layernorm.weight"))?,
+            );
+            tl.insert(
+                t("ln2_post.w"),
+                norm(&mut hf, &p("post_feedforward_layernorm.weight"))?,
+            );
         } else {
-            tl.insert(t("ln2.w"), norm(&mut hf, &p("post_attention_layernorm.weight"))?);
+            tl.insert(
+                t("ln2.w"),
+                norm(&mut hf, &p("post_attention_layernorm.weight"))?,
+            );
         }
         let (w_gate, w_in) = if family == Family::Phi3 {
             let gate_up = transpose(&hf.take(&p("mlp.gate_up_proj.weight"), &[2 * m, d])?);
@@ -514,7 +536,10 @@ fn convert_llama_like(
         );
         tl.insert(t("mlp.b_out"), zeros(vec![d]));
     }
-    tl.insert("ln_final.w".to_string(), norm(&mut hf, "model.norm.weight")?);
+    tl.insert(
+        "ln_final.w".to_string(),
+        norm(&mut hf, "model.norm.weight")?,
+    );
     tl.insert("unembed.W_U".to_string(), transpose(&unembed));
     tl.insert("unembed.b_U".to_string(), zeros(vec![v]));
     finish(hf, tl)
@@ -532,9 +557,18 @@ fn convert_neox(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Ten
     for l in 0..cfg.n_layers {
         let p = |s: &str| format!("gpt_neox.layers.{l}.{s}");
         let t = |s: &str| format!("blocks.{l}.{s}");
-        for (ours, theirs) in [("ln1", "input_layernorm"), ("ln2", "post_attention_layernorm")] {
-            tl.insert(t(&format!("{ours}.w")), hf.take(&p(&format!("{theirs}.weight")), &[d])?);
-            tl.insert(t(&format!("{ours}.b")), hf.take(&p(&format!("{theirs}.bias")), &[d])?);
+        for (ours, theirs) in [
+            ("ln1", "input_layernorm"),
+            ("ln2", "post_attention_layernorm"),
+        ] {
+            tl.insert(
+                t(&format!("{ours}.w")),
+                hf.take(&p(&format!("{theirs}.weight")), &[d])?,
+            );
+            tl.insert(
+                t(&format!("{ours}.b")),
+                hf.take(&p(&format!("{theirs}.bias")), &[d])?,
+            );
         }
         let qkv = hf.take(&p("attention.query_key_value.weight"), &[3 * d, d])?;
         let qkv_bias = hf.take(&p("attention.query_key_value.bias"), &[3 * d])?;
@@ -557,7 +591,10 @@ fn convert_neox(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Ten
                     b[start..start + dh].iter().copied()
                 })
                 .collect();
-            tl.insert(t(&format!("attn.b_{name}")), TensorData::new(head_bias, [h, dh]));
+            tl.insert(
+                t(&format!("attn.b_{name}")),
+                TensorData::new(head_bias, [h, dh]),
+            );
         }
         let w_o = hf.take(&p("attention.dense.weight"), &[d, d])?;
         tl.insert(t("attn.W_O"), reshaped(transpose(&w_o), vec![h, dh, d]));

@@ -55,9 +55,12 @@ impl<B: Backend> HookedTransformer<B> {
         let cfg = self.cfg();
         let norm = |prefix: String| {
             let on = cfg.normalization_type.is_some();
-            [format!("{prefix}.hook_scale"), format!("{prefix}.hook_normalized")]
-                .into_iter()
-                .filter(move |_| on)
+            [
+                format!("{prefix}.hook_scale"),
+                format!("{prefix}.hook_normalized"),
+            ]
+            .into_iter()
+            .filter(move |_| on)
         };
         let mut names = vec!["hook_embed".to_string()];
         if cfg.has_pos_embed() {
@@ -285,11 +288,7 @@ pub(crate) fn norm<B: Backend, const D: usize>(
 
 /// Gemma's soft cap `cap·tanh(x / cap)`; the identity when `cap` is not positive (TransformerLens's `-1`).
 pub(crate) fn soft_cap<B: Backend, const D: usize>(x: Tensor<B, D>, cap: f64) -> Tensor<B, D> {
-    if cap > 0.0 {
-        (x / cap).tanh() * cap
-    } else {
-        x
-    }
+    if cap > 0.0 { (x / cap).tanh() * cap } else { x }
 }
 
 /// `true` where a query may not see a key: keys after the query and, for a local layer of window `w`, keys `w` or

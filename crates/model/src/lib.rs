@@ -5,14 +5,14 @@
 
 mod activation;
 mod attention;
-mod mlp;
-mod rotary;
 pub mod error;
 pub mod gpt2;
 pub mod hf;
 pub mod hooked;
 pub mod loading;
+mod mlp;
 pub mod processing;
+mod rotary;
 pub mod safetensors_file;
 pub mod state_dict;
 pub mod tokenizer;

@@ -77,10 +77,7 @@ pub fn process<B: Backend>(
                 .reshape([kv, 1, dh])
                 .expand([kv, h / kv, dh])
                 .reshape([h, dh, 1]);
-            let folded = (b_v * a.W_O.clone())
-                .sum_dim(0)
-                .sum_dim(1)
-                .reshape([d]);
+            let folded = (b_v * a.W_O.clone()).sum_dim(0).sum_dim(1).reshape([d]);
             a.b_O = a.b_O.clone() + folded;
             a.b_V = a.b_V.zeros_like();
         }

@@ -85,9 +85,7 @@ fn frequencies(cfg: &HookedTransformerConfig) -> Vec<f32> {
     let base = cfg.rotary_base as f32;
     if !cfg.use_ntk_by_parts_rope {
         let half = dims as f32 / 2.0;
-        return (0..dims / 2)
-            .map(|i| base.powf(i as f32 / half))
-            .collect();
+        return (0..dims / 2).map(|i| base.powf(i as f32 / half)).collect();
     }
     let factor = cfg.ntk_by_parts_factor as f32;
     let (low, high) = (

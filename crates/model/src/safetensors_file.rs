@@ -46,11 +46,10 @@ impl TensorFile {
         }
         let text =
             std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-        let index: ShardIndex =
-            serde_json::from_str(&text).map_err(|e| ModelError::Config {
-                path: index_path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let index: ShardIndex = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: index_path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let mut shards: Vec<&String> = index.weight_map.values().collect();
         shards.sort();
         shards.dedup();
@@ -61,7 +60,9 @@ impl TensorFile {
                 if index.weight_map.get(&name) != Some(shard) {
                     return Err(ModelError::Config {
                         path: index_path.display().to_string(),
-                        message: format!("tensor `{name}` is in {shard}, which the index does not name for it"),
+                        message: format!(
+                            "tensor `{name}` is in {shard}, which the index does not name for it"
+                        ),
                     });
                 }
                 tensors.insert(name, data);
