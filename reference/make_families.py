@@ -220,18 +220,9 @@ def save_model(fam: str, model, out: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 def family_tokens():
-    from tokenizers import Tokenizer
+    from make_plans import gpt2_tiny_encoders
 
-    tok = Tokenizer.from_file(str(MODELS / "gpt2-tiny" / "tokenizer.json"))
-    bos = tok.token_to_id(EOT)
-
-    def enc(s):
-        return [bos] + tok.encode(s).ids
-
-    def single(s):
-        ids = tok.encode(s).ids
-        assert len(ids) == 1, (s, ids)
-        return ids[0]
+    enc, single = gpt2_tiny_encoders()
 
     rows = [enc("When John and Mary went to the"), enc("When Tom and James went to the")]
     assert all(len(r) == 8 for r in rows), rows

@@ -79,7 +79,8 @@ def proj(shape, seed):
 # tokens
 # ----------------------------------------------------------------------------------------------------------------------
 
-def hf_tokens():
+def gpt2_tiny_encoders():
+    """(enc, single) over the gpt2-tiny tokenizer: a text with BOS first, and a string that must be one token."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(MODELS / "gpt2-tiny" / "tokenizer.json"))
@@ -93,6 +94,12 @@ def hf_tokens():
         assert len(ids) == 1, (s, ids)
         return ids[0]
 
+    return enc, single
+
+
+def hf_tokens():
+    enc, single = gpt2_tiny_encoders()
+    bos = enc("")[0]
     full = [enc("When John and Mary went"), enc("When Tom and James went")]
     pairs = [(" John", " Mary"), (" Tom", " James"), (" Mary", " John")]
     methods3 = [enc(f"When{a} and{b} went") for a, b in pairs]

@@ -61,11 +61,13 @@ enum Command {
 /// Which model and which tokens.
 #[derive(Args, Clone)]
 struct Input {
-    /// A model folder: Hugging Face GPT-2 (config.json + model.safetensors) or TransformerLens (config.json +
-    /// weights.safetensors), e.g. tests/models/gpt2-tiny. Default: the embedded model.
+    /// A model folder: a Hugging Face checkpoint (config.json + model.safetensors or its shards; gpt2, gpt_neox, llama,
+    /// mistral, qwen2, qwen3, phi3, gemma, gemma2) or TransformerLens (config.json + weights.safetensors), e.g.
+    /// tests/models/hf-llama. Default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// The prompt (a BOS token is prepended). Default: a prompt suited to the embedded model.
+    /// The prompt (a BOS token is prepended unless the family does without, as TransformerLens). Default: a prompt
+    /// suited to the embedded model.
     #[arg(long, conflicts_with = "tokens")]
     prompt: Option<String>,
     /// A JSON file of token ids instead of a prompt: a list of ids, or a list of equal-length lists (a batch).
