@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use tlens::parity::PlanOutput;
-use tlens::{DynTensor, ModelError, Processing, TokenBatch, load_hf};
+use tlens::{
+    DynTensor, ModelError, NamesFilter, Processing, RunOptions, Slice, TokenBatch, load_hf,
+};
 
 type B = burn_ndarray::NdArray<f32>;
 
@@ -279,5 +281,27 @@ fn config_that_contradicts_the_weights_names_the_tensor() {
     assert!(
         matches!(&err, ModelError::WeightShape { name, .. } if name == "model.layers.0.self_attn.k_proj.weight"),
         "{err:?}"
+    );
+}
+
+#[test]
+fn pos_slice_cannot_slice_flattened_qk_norm_hooks() {
+    let model = load("qwen3", Processing::default()).model;
+    let tokens = TokenBatch::new(&[vec![0, 5, 9, 7]]).unwrap();
+    let options = |names_filter| RunOptions {
+        pos_slice: Slice::Index(-1),
+        names_filter,
+        ..Default::default()
+    };
+    let err = model
+        .run_with_cache(&tokens, options(NamesFilter::All))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("blocks.0.attn.q_norm.hook_scale"), "{err}");
+    let keep = NamesFilter::Predicate(std::sync::Arc::new(|n: &str| !n.contains("_norm.")));
+    let (_, cache) = model.run_with_cache(&tokens, options(keep)).unwrap();
+    assert_eq!(
+        cache.get("blocks.0.attn.hook_rot_q").unwrap().shape(),
+        [1, 1, 4, 8]
     );
 }

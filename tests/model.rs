@@ -145,6 +145,31 @@ fn hooks_fire_in_transformerlens_order_with_their_shapes() {
 }
 
 #[test]
+fn every_model_fires_exactly_its_schema_hooks_in_order() {
+    let mut models: Vec<(String, HookedTransformer<B>)> = [
+        "tl-ln-relu",
+        "tl-lnpre-gelu",
+        "tl-rms-silu",
+        "tl-rmspre-gelufast",
+        "tl-none-gelunew",
+        "tl-attnonly",
+        "tl-solu",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), tl(n)))
+    .collect();
+    models.push(("gpt2-tiny".into(), gpt2(Processing::default()).model));
+    for (name, model) in models {
+        let (_, cache) = run(&model, &small_tokens());
+        assert_eq!(
+            cache.keys().collect::<Vec<_>>(),
+            model.hook_names(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn unprocessed_logits_equal_hugging_face_logits() {
     let golden = PlanOutput::read(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -12,7 +12,7 @@
 
 use burn_tensor::backend::Backend;
 use serde::Serialize;
-use tlens_cache_core::{ActivationCache, NamesFilter, RunOptions};
+use tlens_cache_core::{ActivationCache, BlockHook, HookPoint, NamesFilter, RunOptions};
 use tlens_model::{HookedTransformer, TokenBatch};
 
 use super::check_batch_index;
@@ -201,7 +201,7 @@ pub fn head_scores<B: Backend>(
     }
     let tokens = repeated_random_tokens(cfg.vocab(), bos, seq_len, args.batch, args.seed)?;
     let names = (0..cfg.n_layers)
-        .map(|l| format!("blocks.{l}.attn.hook_pattern"))
+        .map(|l| HookPoint::Block(l, BlockHook::Pattern).to_string())
         .collect();
     let (_, cache) = model.run_with_cache(
         &tokens,
@@ -219,7 +219,7 @@ pub fn head_scores<B: Backend>(
     for l in 0..cfg.n_layers {
         let pattern = to_f32(
             cache
-                .get(format!("blocks.{l}.attn.hook_pattern"))?
+                .get(HookPoint::Block(l, BlockHook::Pattern))?
                 .into_data(),
         );
         let at =
@@ -269,7 +269,7 @@ pub fn attention_patterns<B: Backend>(
     check_batch_index(cache, batch_index)?;
     (0..cache.cfg().n_layers)
         .map(|l| {
-            let pattern = cache.get(format!("blocks.{l}.attn.hook_pattern"))?;
+            let pattern = cache.get(HookPoint::Block(l, BlockHook::Pattern))?;
             let [_, heads, p, _]: [usize; 4] = pattern.shape().try_into().map_err(|_| {
                 TlensError::Analysis("attention patterns must be [batch, head, query, key]".into())
             })?;

@@ -18,7 +18,7 @@ pub mod input;
 pub mod lens;
 
 use burn_tensor::backend::Backend;
-use tlens_cache_core::ActivationCache;
+use tlens_cache_core::{ActivationCache, BlockHook, HookPoint};
 
 use crate::error::{Result, TlensError};
 
@@ -41,7 +41,7 @@ pub(crate) fn check_batch_index<B: Backend>(
             "the cache has no batch axis; run the model without remove_batch_dim".into(),
         ));
     }
-    let batch = cache.get("blocks.0.hook_resid_pre")?.shape()[0];
+    let batch = cache.get(HookPoint::Block(0, BlockHook::ResidPre))?.shape()[0];
     if index >= batch {
         return Err(TlensError::Analysis(format!(
             "batch index {index} is outside the batch of {batch} sequences"

@@ -9,6 +9,7 @@ use crate::config::HookedTransformerConfig;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result, closest};
 use crate::hook_names::CacheKey;
+use crate::hook_point::{BlockHook, HookPoint};
 use crate::recorder::RunOptions;
 use crate::slice::Slice;
 use crate::weights::TransformerWeights;
@@ -70,18 +71,22 @@ impl<B: Backend> ActivationCache<B> {
     }
 
     /// The activation a method needs, with an error that says how to keep it when the run dropped it.
-    pub(crate) fn need(&self, method: &'static str, name: &str) -> Result<DynTensor<B>> {
-        self.entries
-            .get(name)
+    pub(crate) fn need(&self, method: &'static str, point: HookPoint) -> Result<DynTensor<B>> {
+        self.entry(point)
             .cloned()
-            .ok_or_else(|| self.missing(method, name))
+            .ok_or_else(|| self.missing(method, point))
+    }
+
+    /// The cached activation of a hook point, if the run kept it.
+    pub(crate) fn entry(&self, point: HookPoint) -> Option<&DynTensor<B>> {
+        self.entries.get(&point.to_string())
     }
 
     /// The error for an activation a method needs but the cache does not hold.
-    pub(crate) fn missing(&self, method: &'static str, name: &str) -> CacheError {
+    pub(crate) fn missing(&self, method: &'static str, point: HookPoint) -> CacheError {
         CacheError::MissingActivation {
             method,
-            key: name.to_string(),
+            key: point.to_string(),
             stopped_at: self.stopped_at(),
         }
     }
@@ -122,21 +127,24 @@ impl<B: Backend> ActivationCache<B> {
         method: &'static str,
         pos_slice: &Slice,
     ) -> Result<Vec<usize>> {
-        const SUFFIXES: [&str; 5] = [
-            "hook_resid_pre",
-            "hook_resid_mid",
-            "hook_resid_post",
-            "hook_attn_out",
-            "hook_mlp_out",
-        ];
         let found = self.entries.iter().find(|(k, _)| {
-            k.as_str() == "hook_embed"
-                || k.as_str() == "hook_pos_embed"
-                || SUFFIXES.iter().any(|s| k.ends_with(s))
+            matches!(
+                k.parse::<HookPoint>(),
+                Ok(HookPoint::Embed
+                    | HookPoint::PosEmbed
+                    | HookPoint::Block(
+                        _,
+                        BlockHook::ResidPre
+                            | BlockHook::ResidMid
+                            | BlockHook::ResidPost
+                            | BlockHook::AttnOut
+                            | BlockHook::MlpOut
+                    ))
+            )
         });
         match found {
             Some((_, t)) => Ok(pos_slice.apply(t.clone(), -2, "pos_slice")?.shape()),
-            None => Err(self.missing(method, "hook_embed")),
+            None => Err(self.missing(method, HookPoint::Embed)),
         }
     }
 

@@ -7,6 +7,7 @@ use crate::cache::ActivationCache;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::heads::StackHeadResults;
+use crate::hook_point::HookPoint;
 use crate::ln::ApplyLnToStack;
 use crate::resid::{DecomposeMode, DecomposeResid, project};
 use crate::slice::Slice;
@@ -141,8 +142,11 @@ impl<B: Backend> ActivationCache<B> {
             }
         }
 
-        for (key, label) in [("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")] {
-            if let Some(t) = self.entries.get(key) {
+        for (point, label) in [
+            (HookPoint::Embed, "embed"),
+            (HookPoint::PosEmbed, "pos_embed"),
+        ] {
+            if let Some(t) = self.entry(point) {
                 let row = pos_slice.apply(t.clone(), -2, "pos_slice")?.unsqueeze(0)?;
                 blocks.push(finish(row)?);
                 labels.push(label.to_string());

@@ -7,6 +7,7 @@ use crate::cache::ActivationCache;
 use crate::dyn_tensor::DynTensor;
 use crate::error::Result;
 use crate::hook_names::CacheKey;
+use crate::hook_point::{BlockHook, HookPoint};
 use crate::ln::ApplyLnToStack;
 use crate::slice::Slice;
 use crate::stack::{Stack, concat_rows};
@@ -40,16 +41,16 @@ impl<B: Backend> ActivationCache<B> {
     /// ```
     pub fn compute_head_results(&mut self) -> Result<()> {
         for l in 0..self.n_layers() {
-            let key = format!("blocks.{l}.attn.hook_result");
+            let key = HookPoint::Block(l, BlockHook::Result).to_string();
             if self.entries.contains_key(&key) {
                 continue;
             }
-            let z_key = format!("blocks.{l}.attn.hook_z");
-            let z = self.need("compute_head_results", &z_key)?;
+            let z_point = HookPoint::Block(l, BlockHook::Z);
+            let z = self.need("compute_head_results", z_point)?;
             let result = self.head_results_from_z(l, z)?.movedim(0, -2)?;
             let at = self
                 .entries
-                .get_index_of(&z_key)
+                .get_index_of(&z_point.to_string())
                 .map_or(self.entries.len(), |i| i + 1);
             self.entries.shift_insert(at, key, result);
         }
@@ -78,13 +79,12 @@ impl<B: Backend> ActivationCache<B> {
         layer: usize,
         pos_slice: &Slice,
     ) -> Result<DynTensor<B>> {
-        let key = format!("blocks.{layer}.attn.hook_result");
-        if let Some(result) = self.entries.get(&key) {
+        if let Some(result) = self.entry(HookPoint::Block(layer, BlockHook::Result)) {
             return pos_slice
                 .apply(result.clone(), -3, "pos_slice")?
                 .movedim(-2, 0);
         }
-        let z = self.need(method, &format!("blocks.{layer}.attn.hook_z"))?;
+        let z = self.need(method, HookPoint::Block(layer, BlockHook::Z))?;
         let z = pos_slice.apply(z, -3, "pos_slice")?;
         self.head_results_from_z(layer, z)
     }
@@ -140,12 +140,12 @@ impl<B: Backend> ActivationCache<B> {
         layer: usize,
         pos_slice: &Slice,
     ) -> Result<DynTensor<B>> {
-        let key = if layer == 0 {
-            "blocks.0.hook_resid_pre".to_string()
+        let point = if layer == 0 {
+            HookPoint::Block(0, BlockHook::ResidPre)
         } else {
-            format!("blocks.{}.hook_resid_post", layer - 1)
+            HookPoint::Block(layer - 1, BlockHook::ResidPost)
         };
-        pos_slice.apply(self.need(method, &key)?, -2, "pos_slice")
+        pos_slice.apply(self.need(method, point)?, -2, "pos_slice")
     }
 
     /// Appends `target − Σ rows` to a stack as one more row (the whole `target` when the stack has no rows).

@@ -1,4 +1,5 @@
-//! Hook names: TransformerLens's `get_act_name` shorthand, cache keys, and which axis of each hook holds positions.
+//! Hook names as users write them: TransformerLens's `get_act_name` shorthand and cache keys (the typed hook points
+//! are [`crate::hook_point`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -169,33 +170,6 @@ fn split_shorthand(name: &str) -> Option<(String, String, String)> {
     })
 }
 
-/// The logical axis (counted from the end) that holds query positions in a hook's activation.
-///
-/// TransformerLens slices `-3` for `hook_q/k/v/z/result` and `-2` for everything else, which picks the head axis of
-/// `rot_q/rot_k`, `q_input/k_input/v_input`, `attn_in` and the batch axis of `hook_tokens`; tlens slices each hook on its
-/// real position axis.
-pub fn position_axis(hook: &str) -> isize {
-    const HEAD_VECTORS: [&str; 10] = [
-        "hook_q",
-        "hook_k",
-        "hook_v",
-        "hook_z",
-        "hook_result",
-        "hook_rot_q",
-        "hook_rot_k",
-        "hook_q_input",
-        "hook_k_input",
-        "hook_v_input",
-    ];
-    if HEAD_VECTORS.iter().any(|h| hook.ends_with(h)) || hook.ends_with("hook_attn_in") {
-        -3
-    } else if hook.ends_with("hook_tokens") {
-        -1
-    } else {
-        -2
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,13 +230,5 @@ mod tests {
             CacheKey::from(("scale", -1, "ln1")).resolve(2),
             "blocks.1.ln1.hook_scale"
         );
-    }
-
-    #[test]
-    fn position_axes() {
-        assert_eq!(position_axis("blocks.0.attn.hook_q"), -3);
-        assert_eq!(position_axis("blocks.0.attn.hook_pattern"), -2);
-        assert_eq!(position_axis("blocks.0.hook_resid_pre"), -2);
-        assert_eq!(position_axis("blocks.0.attn.hook_rot_k"), -3);
     }
 }

@@ -5,6 +5,7 @@ use burn_tensor::backend::Backend;
 use crate::cache::ActivationCache;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
+use crate::hook_point::{BlockHook, HookPoint, Norm, NormHook};
 use crate::slice::Slice;
 
 /// Arguments of [`ActivationCache::apply_ln_to_stack`], with TransformerLens's names and defaults.
@@ -120,15 +121,14 @@ impl<B: Backend> ActivationCache<B> {
         pos_slice: &Slice,
         batch_slice: &Slice,
     ) -> Result<(DynTensor<B>, String)> {
-        let key = if layer == self.n_layers() {
-            "ln_final.hook_scale".to_string()
+        let point = if layer == self.n_layers() {
+            HookPoint::LnFinal(NormHook::Scale)
         } else {
-            format!(
-                "blocks.{layer}.ln{}.hook_scale",
-                if mlp_input { 2 } else { 1 }
-            )
+            let norm = if mlp_input { Norm::Ln2 } else { Norm::Ln1 };
+            HookPoint::Block(layer, BlockHook::Norm(norm, NormHook::Scale))
         };
-        let mut scale = self.need(method, &key)?;
+        let key = point.to_string();
+        let mut scale = self.need(method, point)?;
         scale = pos_slice.apply(scale, -2, "pos_slice")?;
         if self.has_batch_dim {
             scale = batch_slice.apply(scale, 0, "batch_slice")?;

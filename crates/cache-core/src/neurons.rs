@@ -6,6 +6,7 @@ use burn_tensor::backend::Backend;
 use crate::cache::ActivationCache;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
+use crate::hook_point::{BlockHook, HookPoint};
 use crate::ln::{ApplyLnToStack, check_fits};
 use crate::resid::project;
 use crate::slice::Slice;
@@ -96,7 +97,7 @@ impl<B: Backend> ActivationCache<B> {
             .ok_or_else(|| {
                 CacheError::Unsupported(format!("{method}: an attention-only model has no neurons"))
             })?;
-        let acts = self.need(method, &format!("blocks.{layer}.mlp.hook_post"))?;
+        let acts = self.need(method, HookPoint::Block(layer, BlockHook::MlpPost))?;
         let acts = pos_slice.apply(acts, -2, "pos_slice")?;
         let acts = neuron_slice.apply(acts, -1, "neuron_slice")?;
         let w_out = neuron_slice.apply(DynTensor::new(mlp.W_out.clone()), 0, "neuron_slice")?;
@@ -192,8 +193,8 @@ impl<B: Backend> ActivationCache<B> {
                         what: format!("{METHOD} with mlp_input needs a layer below n_layers"),
                     });
                 }
-                let key = format!("blocks.{layer}.hook_resid_mid");
-                pos_slice.apply(self.need(METHOD, &key)?, -2, "pos_slice")?
+                let mid = self.need(METHOD, HookPoint::Block(layer, BlockHook::ResidMid))?;
+                pos_slice.apply(mid, -2, "pos_slice")?
             } else {
                 self.stream_into(METHOD, layer, &pos_slice)?
             };

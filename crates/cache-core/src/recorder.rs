@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
-use crate::hook_names::position_axis;
+use crate::hook_point::HookPoint;
 use crate::slice::Slice;
 
 /// Which hooks a run keeps.
@@ -99,21 +99,34 @@ impl<B: Backend> HookRecorder<B> {
     }
 
     /// Whether the run keeps this hook.
-    pub fn wants(&self, name: &str) -> bool {
-        self.options.names_filter.keeps(name)
+    pub fn wants(&self, point: HookPoint) -> bool {
+        match &self.options.names_filter {
+            NamesFilter::All => true,
+            NamesFilter::Names(names) if names.is_empty() => false,
+            filter => filter.keeps(&point.to_string()),
+        }
     }
 
     /// Reports a hook's activation; kept (sliced, batch axis removed if asked) when the filter keeps it.
-    pub fn record<const D: usize>(&mut self, name: &str, activation: &Tensor<B, D>) -> Result<()> {
-        if !self.wants(name) {
+    pub fn record<const D: usize>(
+        &mut self,
+        point: HookPoint,
+        activation: &Tensor<B, D>,
+    ) -> Result<()> {
+        if !self.wants(point) {
             return Ok(());
         }
         let mut t = DynTensor::new(activation.clone());
-        t = self
-            .options
-            .pos_slice
-            .keeping_axis()
-            .apply(t, position_axis(name), "pos_slice")?;
+        let pos_slice = self.options.pos_slice.keeping_axis();
+        if pos_slice != Slice::All {
+            let axis = point.position_axis().ok_or_else(|| {
+                CacheError::InvalidArgument(format!(
+                    "pos_slice cannot be applied to `{point}`, whose positions are flattened with the batch and \
+                     heads; leave it out of names_filter"
+                ))
+            })?;
+            t = pos_slice.apply(t, axis, "pos_slice")?;
+        }
         if self.options.remove_batch_dim {
             let batch = t.dim(0)?;
             if batch != 1 {
@@ -123,7 +136,7 @@ impl<B: Backend> HookRecorder<B> {
             }
             t = t.index(0, 0)?;
         }
-        self.entries.insert(name.to_string(), t);
+        self.entries.insert(point.to_string(), t);
         Ok(())
     }
 

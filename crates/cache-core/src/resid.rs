@@ -9,6 +9,7 @@ use crate::attribution::TokenIds;
 use crate::cache::{ActivationCache, ModelParams};
 use crate::dyn_tensor::{DynTensor, MAX_RANK};
 use crate::error::{CacheError, Result};
+use crate::hook_point::{BlockHook, HookPoint};
 use crate::ln::ApplyLnToStack;
 use crate::slice::Slice;
 use crate::stack::Stack;
@@ -135,14 +136,14 @@ impl<B: Backend> ActivationCache<B> {
         let mut labels = Vec::new();
         for l in 0..=layer {
             if l == n {
-                keys.push(format!("blocks.{}.hook_resid_post", n - 1));
+                keys.push(HookPoint::Block(n - 1, BlockHook::ResidPost));
                 labels.push("final_post".to_string());
                 continue;
             }
-            keys.push(format!("blocks.{l}.hook_resid_pre"));
+            keys.push(HookPoint::Block(l, BlockHook::ResidPre));
             labels.push(format!("{l}_pre"));
             if (args.incl_mid && l < layer) || (args.mlp_input && l == layer) {
-                keys.push(format!("blocks.{l}.hook_resid_mid"));
+                keys.push(HookPoint::Block(l, BlockHook::ResidMid));
                 labels.push(format!("{l}_mid"));
             }
         }
@@ -191,25 +192,28 @@ impl<B: Backend> ActivationCache<B> {
         let mut keys = Vec::new();
         let mut labels = Vec::new();
         if args.incl_embeds {
-            for (key, label) in [("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")] {
-                if self.contains(key) {
-                    keys.push(key.to_string());
+            for (point, label) in [
+                (HookPoint::Embed, "embed"),
+                (HookPoint::PosEmbed, "pos_embed"),
+            ] {
+                if self.entry(point).is_some() {
+                    keys.push(point);
                     labels.push(label.to_string());
                 }
             }
         }
         for l in 0..layer {
             if incl_attn {
-                keys.push(format!("blocks.{l}.hook_attn_out"));
+                keys.push(HookPoint::Block(l, BlockHook::AttnOut));
                 labels.push(format!("{l}_attn_out"));
             }
             if incl_mlp {
-                keys.push(format!("blocks.{l}.hook_mlp_out"));
+                keys.push(HookPoint::Block(l, BlockHook::MlpOut));
                 labels.push(format!("{l}_mlp_out"));
             }
         }
         if args.mlp_input && incl_attn {
-            keys.push(format!("blocks.{layer}.hook_attn_out"));
+            keys.push(HookPoint::Block(layer, BlockHook::AttnOut));
             labels.push(format!("{layer}_attn_out"));
         }
         let tensor = self.stack_keys(METHOD, &keys, &args.pos_slice)?;
@@ -275,7 +279,7 @@ impl<B: Backend> ActivationCache<B> {
     pub(crate) fn stack_keys(
         &self,
         method: &'static str,
-        keys: &[String],
+        keys: &[HookPoint],
         pos_slice: &Slice,
     ) -> Result<DynTensor<B>> {
         if keys.is_empty() {
@@ -283,7 +287,7 @@ impl<B: Backend> ActivationCache<B> {
         }
         let parts = keys
             .iter()
-            .map(|k| pos_slice.apply(self.need(method, k)?, -2, "pos_slice"))
+            .map(|k| pos_slice.apply(self.need(method, *k)?, -2, "pos_slice"))
             .collect::<Result<Vec<_>>>()?;
         DynTensor::stack(parts)
     }

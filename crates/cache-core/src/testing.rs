@@ -12,6 +12,7 @@ use indexmap::IndexMap;
 use crate::cache::{ActivationCache, ModelParams};
 use crate::config::{ActFn, HookedTransformerConfig, NormalizationType};
 use crate::dyn_tensor::DynTensor;
+use crate::hook_point::{BlockHook, HookPoint, Norm, NormHook};
 use crate::recorder::RunOptions;
 use crate::weights::{AttentionWeights, BlockWeights, MlpWeights, NormWeights, TransformerWeights};
 
@@ -129,7 +130,7 @@ pub fn random_cache<B: Backend>(batch: usize, pos: usize) -> ActivationCache<B> 
         scale: 1.0,
     };
     let mut entries: IndexMap<String, DynTensor<B>> = IndexMap::new();
-    let mut put = |k: &str, t: DynTensor<B>| {
+    let mut put = |k: HookPoint, t: DynTensor<B>| {
         entries.insert(k.to_string(), t);
     };
     let norm = |x: &Tensor<B, 3>| {
@@ -144,64 +145,70 @@ pub fn random_cache<B: Backend>(batch: usize, pos: usize) -> ActivationCache<B> 
         .tensor::<B, 2>([pos, d], &device)
         .unsqueeze::<3>()
         .expand([batch, pos, d]);
-    put("hook_embed", DynTensor::new(embed.clone()));
-    put("hook_pos_embed", DynTensor::new(pos_embed.clone()));
+    put(HookPoint::Embed, DynTensor::new(embed.clone()));
+    put(HookPoint::PosEmbed, DynTensor::new(pos_embed.clone()));
     let mut resid = embed + pos_embed;
     for l in 0..cfg.n_layers {
-        let b = |s: &str| format!("blocks.{l}.{s}");
-        put(&b("hook_resid_pre"), DynTensor::new(resid.clone()));
+        let b = |hook: BlockHook| HookPoint::Block(l, hook);
+        let at = |n: Norm, h: NormHook| b(BlockHook::Norm(n, h));
+        put(b(BlockHook::ResidPre), DynTensor::new(resid.clone()));
         let n1 = norm(&resid);
-        put(&b("ln1.hook_scale"), DynTensor::new(n1.scale));
-        put(&b("ln1.hook_normalized"), DynTensor::new(n1.normalized));
-        for name in ["q", "k", "v"] {
+        put(at(Norm::Ln1, NormHook::Scale), DynTensor::new(n1.scale));
+        put(
+            at(Norm::Ln1, NormHook::Normalized),
+            DynTensor::new(n1.normalized),
+        );
+        for hook in [BlockHook::Q, BlockHook::K, BlockHook::V] {
             put(
-                &b(&format!("attn.hook_{name}")),
+                b(hook),
                 DynTensor::new(rng.tensor([batch, pos, h, dh], &device)),
             );
         }
+        for hook in [BlockHook::AttnScores, BlockHook::Pattern] {
+            put(
+                b(hook),
+                DynTensor::new(rng.tensor([batch, h, pos, pos], &device)),
+            );
+        }
         put(
-            &b("attn.hook_attn_scores"),
-            DynTensor::new(rng.tensor([batch, h, pos, pos], &device)),
-        );
-        put(
-            &b("attn.hook_pattern"),
-            DynTensor::new(rng.tensor([batch, h, pos, pos], &device)),
-        );
-        put(
-            &b("attn.hook_z"),
+            b(BlockHook::Z),
             DynTensor::new(rng.tensor([batch, pos, h, dh], &device)),
         );
         let attn_out = rng.tensor([batch, pos, d], &device);
-        put(&b("hook_attn_out"), DynTensor::new(attn_out.clone()));
+        put(b(BlockHook::AttnOut), DynTensor::new(attn_out.clone()));
         resid = resid + attn_out;
-        put(&b("hook_resid_mid"), DynTensor::new(resid.clone()));
+        put(b(BlockHook::ResidMid), DynTensor::new(resid.clone()));
         let n2 = norm(&resid);
-        put(&b("ln2.hook_scale"), DynTensor::new(n2.scale));
-        put(&b("ln2.hook_normalized"), DynTensor::new(n2.normalized));
+        put(at(Norm::Ln2, NormHook::Scale), DynTensor::new(n2.scale));
         put(
-            &b("mlp.hook_pre"),
-            DynTensor::new(rng.tensor([batch, pos, m], &device)),
+            at(Norm::Ln2, NormHook::Normalized),
+            DynTensor::new(n2.normalized),
         );
-        put(
-            &b("mlp.hook_post"),
-            DynTensor::new(rng.tensor([batch, pos, m], &device)),
-        );
+        for hook in [BlockHook::MlpPre, BlockHook::MlpPost] {
+            put(
+                b(hook),
+                DynTensor::new(rng.tensor([batch, pos, m], &device)),
+            );
+        }
         let mlp_out = rng.tensor([batch, pos, d], &device);
-        put(&b("hook_mlp_out"), DynTensor::new(mlp_out.clone()));
+        put(b(BlockHook::MlpOut), DynTensor::new(mlp_out.clone()));
         resid = resid + mlp_out;
-        put(&b("hook_resid_post"), DynTensor::new(resid.clone()));
+        put(b(BlockHook::ResidPost), DynTensor::new(resid.clone()));
     }
     let nf = norm(&resid);
-    put("ln_final.hook_scale", DynTensor::new(nf.scale));
     put(
-        "ln_final.hook_normalized",
+        HookPoint::LnFinal(NormHook::Scale),
+        DynTensor::new(nf.scale),
+    );
+    put(
+        HookPoint::LnFinal(NormHook::Normalized),
         DynTensor::new(nf.normalized.clone()),
     );
-    put("unembed.hook_in", DynTensor::new(nf.normalized.clone()));
+    put(HookPoint::UnembedIn, DynTensor::new(nf.normalized.clone()));
     let logits = nf
         .normalized
         .matmul(params.weights.W_U.clone().unsqueeze::<3>())
         + params.weights.b_U.clone().unsqueeze::<3>();
-    put("unembed.hook_out", DynTensor::new(logits));
+    put(HookPoint::UnembedOut, DynTensor::new(logits));
     ActivationCache::new(entries, Arc::new(params), RunOptions::default())
 }

@@ -3,7 +3,9 @@
 //! pattern, and the heads' output — with TransformerLens's hooks in its order (`components/abstract_attention.py`).
 
 use burn_tensor::{Tensor, activation::softmax, backend::Backend};
-use tlens_cache_core::{AttentionWeights, HookRecorder, head_outputs};
+use tlens_cache_core::{
+    AttentionWeights, BlockHook, HookPoint, HookRecorder, Norm, NormHook, head_outputs,
+};
 
 use crate::error::Result;
 use crate::hooked::{ForwardContext, causal_mask, norm, soft_cap};
@@ -20,26 +22,26 @@ pub(crate) fn forward<B: Backend>(
     let cfg = ctx.cfg;
     let [batch, pos, d_model] = x.dims();
     let (heads, d_head) = (cfg.heads(), cfg.d_head);
-    let b = |s: &str| format!("blocks.{layer}.attn.{s}");
+    let b = |hook: BlockHook| HookPoint::Block(layer, hook);
     let q = project(&x, &w.W_Q, &w.b_Q);
-    rec.record(&b("hook_q"), &q)?;
+    rec.record(b(BlockHook::Q), &q)?;
     let k = project(&x, &w.W_K, &w.b_K);
-    rec.record(&b("hook_k"), &k)?;
+    rec.record(b(BlockHook::K), &k)?;
     let v = project(&x, &w.W_V, &w.b_V);
-    rec.record(&b("hook_v"), &v)?;
+    rec.record(b(BlockHook::V), &v)?;
     let (q, k) = match (&w.q_norm, &w.k_norm) {
         (Some(qn), Some(kn)) => (
-            head_norm(qn, q, cfg.eps, &b("q_norm"), rec)?,
-            head_norm(kn, k, cfg.eps, &b("k_norm"), rec)?,
+            head_norm(qn, q, cfg.eps, |h| b(BlockHook::Norm(Norm::QNorm, h)), rec)?,
+            head_norm(kn, k, cfg.eps, |h| b(BlockHook::Norm(Norm::KNorm, h)), rec)?,
         ),
         _ => (q, k),
     };
     let (q, k) = match &ctx.rotary {
         Some(rotary) => {
             let q = rotary.apply(q);
-            rec.record(&b("hook_rot_q"), &q)?;
+            rec.record(b(BlockHook::RotQ), &q)?;
             let k = rotary.apply(k);
-            rec.record(&b("hook_rot_k"), &k)?;
+            rec.record(b(BlockHook::RotK), &k)?;
             (q, k)
         }
         None => (q, k),
@@ -61,17 +63,17 @@ pub(crate) fn forward<B: Backend>(
         None => ctx.causal.clone(),
     };
     let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
-    rec.record(&b("hook_attn_scores"), &scores)?;
+    rec.record(b(BlockHook::AttnScores), &scores)?;
     let pattern = softmax(scores, 3);
-    rec.record(&b("hook_pattern"), &pattern)?;
+    rec.record(b(BlockHook::Pattern), &pattern)?;
     let z = pattern.matmul(v.swap_dims(1, 2)).swap_dims(1, 2);
-    rec.record(&b("hook_z"), &z)?;
+    rec.record(b(BlockHook::Z), &z)?;
 
     if cfg.use_attn_result {
         let result = head_outputs(z.reshape([batch * pos, heads, d_head]), w.W_O.clone())
             .reshape([heads, batch, pos, d_model])
             .permute([1, 2, 0, 3]);
-        rec.record(&b("hook_result"), &result)?;
+        rec.record(b(BlockHook::Result), &result)?;
         Ok(result.sum_dim(2).reshape([batch, pos, d_model]) + w.b_O.clone().unsqueeze::<3>())
     } else {
         let w_o = w.W_O.clone().reshape([heads * d_head, d_model]);
@@ -104,12 +106,12 @@ fn head_norm<B: Backend>(
     w: &tlens_cache_core::NormWeights<B>,
     x: Tensor<B, 4>,
     eps: f64,
-    prefix: &str,
+    at: impl Fn(NormHook) -> HookPoint,
     rec: &mut HookRecorder<B>,
 ) -> Result<Tensor<B, 4>> {
     let [batch, pos, heads, d_head] = x.dims();
     let flat = x.reshape([batch * pos * heads, d_head]);
-    Ok(norm(Some(w), flat, eps, prefix, rec)?.reshape([batch, pos, heads, d_head]))
+    Ok(norm(Some(w), flat, eps, at, rec)?.reshape([batch, pos, heads, d_head]))
 }
 
 /// Grouped-query attention: each key/value head serves `heads / kv_heads` consecutive query heads

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use burn_tensor::{Bool, Tensor, backend::Backend};
 use tlens_cache_core::error::closest;
 use tlens_cache_core::{
-    ActFn, ActivationCache, AttentionDir, BlockWeights, CacheError, HookRecorder,
-    HookedTransformerConfig, ModelParams, NamesFilter, NormWeights, RunOptions, TransformerWeights,
+    ActFn, ActivationCache, AttentionDir, BlockHook, BlockWeights, CacheError, HookPoint,
+    HookRecorder, HookedTransformerConfig, ModelParams, NamesFilter, Norm, NormHook, NormWeights,
+    RunOptions, TransformerWeights, hook_points,
 };
 
 use crate::error::{ModelError, Result};
@@ -50,73 +51,12 @@ impl<B: Backend> HookedTransformer<B> {
         self.params.weights.W_E.device()
     }
 
-    /// Every hook this model fires in a full run, in firing order.
+    /// Every hook this model fires in a full run, in firing order (from the hook schema, [`hook_points`]).
     pub fn hook_names(&self) -> Vec<String> {
-        let cfg = self.cfg();
-        let norm = |prefix: String| {
-            let on = cfg.normalization_type.is_some();
-            [
-                format!("{prefix}.hook_scale"),
-                format!("{prefix}.hook_normalized"),
-            ]
-            .into_iter()
-            .filter(move |_| on)
-        };
-        let mut names = vec!["hook_embed".to_string()];
-        if cfg.has_pos_embed() {
-            names.push("hook_pos_embed".into());
-        }
-        for (l, block) in self.weights().blocks.iter().enumerate() {
-            let b = |s: &str| format!("blocks.{l}.{s}");
-            names.push(b("hook_resid_pre"));
-            names.extend(norm(b("ln1")));
-            names.extend(["attn.hook_q", "attn.hook_k", "attn.hook_v"].map(b));
-            if cfg.use_qk_norm {
-                names.extend([
-                    b("attn.q_norm.hook_scale"),
-                    b("attn.q_norm.hook_normalized"),
-                    b("attn.k_norm.hook_scale"),
-                    b("attn.k_norm.hook_normalized"),
-                ]);
-            }
-            if !cfg.has_pos_embed() {
-                names.extend(["attn.hook_rot_q", "attn.hook_rot_k"].map(b));
-            }
-            names.extend(["attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z"].map(b));
-            if cfg.use_attn_result {
-                names.push(b("attn.hook_result"));
-            }
-            if block.ln1_post.is_some() {
-                names.extend([b("ln1_post.hook_scale"), b("ln1_post.hook_normalized")]);
-            }
-            names.push(b("hook_attn_out"));
-            if let Some(mlp) = &block.mlp {
-                if !cfg.parallel_attn_mlp {
-                    names.push(b("hook_resid_mid"));
-                }
-                names.extend(norm(b("ln2")));
-                names.push(b("mlp.hook_pre"));
-                if mlp.W_gate.is_some() {
-                    names.push(b("mlp.hook_pre_linear"));
-                }
-                if cfg.act_fn == Some(ActFn::SoluLn) {
-                    names.push(b("mlp.hook_mid"));
-                    names.extend(norm(b("mlp.ln")));
-                }
-                names.push(b("mlp.hook_post"));
-                if block.ln2_post.is_some() {
-                    names.extend([b("ln2_post.hook_scale"), b("ln2_post.hook_normalized")]);
-                }
-                names.push(b("hook_mlp_out"));
-            }
-            names.push(b("hook_resid_post"));
-        }
-        names.extend(norm("ln_final".into()));
-        names.extend([
-            "unembed.hook_in".to_string(),
-            "unembed.hook_out".to_string(),
-        ]);
-        names
+        hook_points(self.cfg())
+            .iter()
+            .map(HookPoint::to_string)
+            .collect()
     }
 
     /// Logits `[batch, pos, d_vocab_out]` for a batch of tokens.
@@ -188,7 +128,7 @@ impl<B: Backend> HookedTransformer<B> {
             .clone()
             .select(0, tokens.to_flat_tensor::<B>(&device))
             .reshape([batch, pos, d_model]);
-        rec.record("hook_embed", &embed)?;
+        rec.record(HookPoint::Embed, &embed)?;
         let mut resid = embed;
         if let Some(w_pos) = &w.W_pos {
             let pos_embed = w_pos
@@ -196,7 +136,7 @@ impl<B: Backend> HookedTransformer<B> {
                 .narrow(0, 0, pos)
                 .unsqueeze::<3>()
                 .expand([batch, pos, d_model]);
-            rec.record("hook_pos_embed", &pos_embed)?;
+            rec.record(HookPoint::PosEmbed, &pos_embed)?;
             resid = resid + pos_embed;
         }
 
@@ -216,11 +156,11 @@ impl<B: Backend> HookedTransformer<B> {
         if stop.is_some() {
             return Ok(resid);
         }
-        let resid = norm(w.ln_final.as_ref(), resid, cfg.eps, "ln_final", rec)?;
-        rec.record("unembed.hook_in", &resid)?;
+        let resid = norm(w.ln_final.as_ref(), resid, cfg.eps, HookPoint::LnFinal, rec)?;
+        rec.record(HookPoint::UnembedIn, &resid)?;
         let logits = resid.matmul(w.W_U.clone().unsqueeze::<3>()) + w.b_U.clone().unsqueeze::<3>();
         // TransformerLens caps the logits after the unembed, so `unembed.hook_out` holds them uncapped.
-        rec.record("unembed.hook_out", &logits)?;
+        rec.record(HookPoint::UnembedOut, &logits)?;
         Ok(soft_cap(logits, cfg.output_logits_soft_cap))
     }
 }
@@ -244,30 +184,43 @@ fn block_forward<B: Backend>(
     rec: &mut HookRecorder<B>,
 ) -> Result<Tensor<B, 3>> {
     let eps = ctx.cfg.eps;
-    let b = |s: &str| format!("blocks.{l}.{s}");
-    rec.record(&b("hook_resid_pre"), &resid)?;
-    let attn_in = norm(block.ln1.as_ref(), resid.clone(), eps, &b("ln1"), rec)?;
+    let b = |hook: BlockHook| HookPoint::Block(l, hook);
+    let at = |n: Norm| move |h: NormHook| b(BlockHook::Norm(n, h));
+    rec.record(b(BlockHook::ResidPre), &resid)?;
+    let attn_in = norm(block.ln1.as_ref(), resid.clone(), eps, at(Norm::Ln1), rec)?;
     let attn_out = attention::forward(ctx, l, &block.attn, attn_in, rec)?;
-    let attn_out = norm(block.ln1_post.as_ref(), attn_out, eps, &b("ln1_post"), rec)?;
-    rec.record(&b("hook_attn_out"), &attn_out)?;
+    let attn_out = norm(
+        block.ln1_post.as_ref(),
+        attn_out,
+        eps,
+        at(Norm::Ln1Post),
+        rec,
+    )?;
+    rec.record(b(BlockHook::AttnOut), &attn_out)?;
     let Some(mlp) = &block.mlp else {
         let resid = resid + attn_out;
-        rec.record(&b("hook_resid_post"), &resid)?;
+        rec.record(b(BlockHook::ResidPost), &resid)?;
         return Ok(resid);
     };
     let (mlp_in, resid) = if ctx.cfg.parallel_attn_mlp {
         (resid.clone(), resid + attn_out)
     } else {
         let mid = resid + attn_out;
-        rec.record(&b("hook_resid_mid"), &mid)?;
+        rec.record(b(BlockHook::ResidMid), &mid)?;
         (mid.clone(), mid)
     };
-    let mlp_in = norm(block.ln2.as_ref(), mlp_in, eps, &b("ln2"), rec)?;
+    let mlp_in = norm(block.ln2.as_ref(), mlp_in, eps, at(Norm::Ln2), rec)?;
     let mlp_out = mlp::forward(ctx.cfg, l, mlp, mlp_in, rec)?;
-    let mlp_out = norm(block.ln2_post.as_ref(), mlp_out, eps, &b("ln2_post"), rec)?;
-    rec.record(&b("hook_mlp_out"), &mlp_out)?;
+    let mlp_out = norm(
+        block.ln2_post.as_ref(),
+        mlp_out,
+        eps,
+        at(Norm::Ln2Post),
+        rec,
+    )?;
+    rec.record(b(BlockHook::MlpOut), &mlp_out)?;
     let resid = resid + mlp_out;
-    rec.record(&b("hook_resid_post"), &resid)?;
+    rec.record(b(BlockHook::ResidPost), &resid)?;
     Ok(resid)
 }
 
@@ -276,13 +229,13 @@ pub(crate) fn norm<B: Backend, const D: usize>(
     norm: Option<&NormWeights<B>>,
     x: Tensor<B, D>,
     eps: f64,
-    prefix: &str,
+    at: impl Fn(NormHook) -> HookPoint,
     rec: &mut HookRecorder<B>,
 ) -> Result<Tensor<B, D>> {
     let Some(norm) = norm else { return Ok(x) };
     let out = norm.forward(x, eps);
-    rec.record(&format!("{prefix}.hook_scale"), &out.scale)?;
-    rec.record(&format!("{prefix}.hook_normalized"), &out.normalized)?;
+    rec.record(at(NormHook::Scale), &out.scale)?;
+    rec.record(at(NormHook::Normalized), &out.normalized)?;
     Ok(out.output)
 }
 

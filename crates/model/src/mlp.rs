@@ -2,7 +2,9 @@
 //! TransformerLens's `GatedMLP`) or SoLU with its inner norm, then `post·W_out + b_out`.
 
 use burn_tensor::{Tensor, backend::Backend};
-use tlens_cache_core::{ActFn, HookRecorder, HookedTransformerConfig, MlpWeights};
+use tlens_cache_core::{
+    ActFn, BlockHook, HookPoint, HookRecorder, HookedTransformerConfig, MlpWeights, Norm,
+};
 
 use crate::activation;
 use crate::error::Result;
@@ -20,26 +22,32 @@ pub(crate) fn forward<B: Backend>(
     let act = cfg
         .act_fn
         .expect("checked: models with MLPs have an activation");
-    let b = |s: &str| format!("blocks.{layer}.mlp.{s}");
+    let b = |hook: BlockHook| HookPoint::Block(layer, hook);
     let linear = |weight: &Tensor<B, 2>| x.clone().matmul(weight.clone().unsqueeze::<3>());
     let b_in = w.b_in.clone().unsqueeze::<3>();
     let post = if let Some(w_gate) = &w.W_gate {
         let pre = linear(w_gate);
-        rec.record(&b("hook_pre"), &pre)?;
+        rec.record(b(BlockHook::MlpPre), &pre)?;
         let pre_linear = linear(&w.W_in);
-        rec.record(&b("hook_pre_linear"), &pre_linear)?;
+        rec.record(b(BlockHook::MlpPreLinear), &pre_linear)?;
         activation::apply(act, pre) * pre_linear + b_in
     } else {
         let pre = linear(&w.W_in) + b_in;
-        rec.record(&b("hook_pre"), &pre)?;
+        rec.record(b(BlockHook::MlpPre), &pre)?;
         if act == ActFn::SoluLn {
             let mid = activation::apply(act, pre);
-            rec.record(&b("hook_mid"), &mid)?;
-            norm(w.ln.as_ref(), mid, cfg.eps, &b("ln"), rec)?
+            rec.record(b(BlockHook::MlpMid), &mid)?;
+            norm(
+                w.ln.as_ref(),
+                mid,
+                cfg.eps,
+                |h| b(BlockHook::Norm(Norm::MlpLn, h)),
+                rec,
+            )?
         } else {
             activation::apply(act, pre)
         }
     };
-    rec.record(&b("hook_post"), &post)?;
+    rec.record(b(BlockHook::MlpPost), &post)?;
     Ok(post.matmul(w.W_out.clone().unsqueeze::<3>()) + w.b_out.clone().unsqueeze::<3>())
 }
