@@ -1,7 +1,9 @@
 """TransformerLens side of `cargo xtask bench --vs-python`.
 
-`bench_tl.py CASE BATCH POS REPS` runs one case on a GPT-2-small-shaped HookedTransformer (random weights, LNPre as
-after fold_ln, torch CPU, fp32, TLENS_BENCH_THREADS threads) and prints one JSON line with the fields tlens-bench
+`bench_tl.py CASE BATCH POS REPS [MODEL]` runs one case on a GPT-2-small-shaped HookedTransformer (MODEL
+`gpt2-small`, the default; LNPre as after fold_ln) or a Llama-3.2-1B-shaped one (`llama-3.2-1b`; RMSPre; the config of
+TransformerLens's `meta-llama/Llama-3.2-1B` entry, n_ctx 2048), random weights, torch CPU, fp32, TLENS_BENCH_THREADS
+threads, and prints one JSON line with the fields tlens-bench
 prints. The calls mirror src/bench.rs case by case.
 """
 
@@ -16,11 +18,21 @@ import torch
 from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
 
 
-def config():
-    return HookedTransformerConfig(
-        n_layers=12, d_model=768, n_ctx=1024, d_head=64, n_heads=12, d_mlp=3072, d_vocab=50257,
-        act_fn="gelu_new", normalization_type="LNPre", device="cpu", seed=0,
-    )
+def config(model):
+    if model == "gpt2-small":
+        return HookedTransformerConfig(
+            n_layers=12, d_model=768, n_ctx=1024, d_head=64, n_heads=12, d_mlp=3072, d_vocab=50257,
+            act_fn="gelu_new", normalization_type="LNPre", device="cpu", seed=0,
+        )
+    if model == "llama-3.2-1b":
+        return HookedTransformerConfig(
+            n_layers=16, d_model=2048, n_ctx=2048, d_head=64, n_heads=32, n_key_value_heads=8, d_mlp=8192,
+            d_vocab=128256, act_fn="silu", normalization_type="RMSPre", positional_embedding_type="rotary",
+            rotary_dim=64, rotary_adjacent_pairs=False, rotary_base=500000.0, final_rms=True, gated_mlp=True,
+            use_NTK_by_parts_rope=True, NTK_by_parts_factor=32.0, NTK_by_parts_low_freq_factor=1.0,
+            NTK_by_parts_high_freq_factor=4.0, NTK_original_ctx_len=8192, device="cpu", seed=0,
+        )
+    raise SystemExit(f"error: unknown model {model}")
 
 
 def cache_method(cache, case, batch):
@@ -41,7 +53,7 @@ def cache_method(cache, case, batch):
     if case == "full_resid_decomposition_expand":
         return cache.get_full_resid_decomposition(pos_slice=last)
     if case == "stack_neuron_results":
-        return cache.stack_neuron_results(12, pos_slice=last)
+        return cache.stack_neuron_results(cache.model.cfg.n_layers, pos_slice=last)
     if case == "logit_attrs":
         acc = cache.accumulated_resid(incl_mid=True, pos_slice=last)
         return cache.logit_attrs(acc, tokens=torch.arange(batch) + 100, pos_slice=last)
@@ -50,11 +62,14 @@ def cache_method(cache, case, batch):
 
 def main():
     case, batch, pos, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    model_name = sys.argv[5] if len(sys.argv) > 5 else "gpt2-small"
     torch.set_num_threads(int(os.environ.get("TLENS_BENCH_THREADS", "2")))
     torch.set_grad_enabled(False)
-    model = HookedTransformer(config())
+    cfg = config(model_name)
+    model = HookedTransformer(cfg)
     model.eval()
-    tokens = torch.tensor([[(b * 7919 + p * 104729 + 13) % 50257 for p in range(pos)] for b in range(batch)])
+    vocab = cfg.d_vocab
+    tokens = torch.tensor([[(b * 7919 + p * 104729 + 13) % vocab for p in range(pos)] for b in range(batch)])
     seconds, cache_bytes = [], 0
     if case == "forward":
         for _ in range(reps):
@@ -82,7 +97,7 @@ def main():
             del out
     median = statistics.median_low(seconds)
     print(json.dumps({
-        "case": case, "batch": batch, "pos": pos, "seconds": seconds, "median_s": median,
+        "model": model_name, "case": case, "batch": batch, "pos": pos, "seconds": seconds, "median_s": median,
         "tokens_per_s": batch * pos / median, "cache_bytes": cache_bytes,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }))

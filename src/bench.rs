@@ -1,4 +1,4 @@
-//! Benchmark cases: a GPT-2-small-shaped model with random weights, timed on one backend.
+//! Benchmark cases: a GPT-2-small- or Llama-3.2-1B-shaped model with random weights, timed on one backend.
 //!
 //! `cargo xtask bench` runs each case in its own `tlens-bench` process, so that the process's peak RSS belongs to the
 //! case alone, and `--vs-python` runs the same cases in TransformerLens (`reference/bench_tl.py`).
@@ -32,6 +32,41 @@ pub const CASES: [&str; 9] = [
     "logit_attrs",
 ];
 
+/// The model shapes the benchmark runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchModel {
+    /// GPT-2 small (`gpt2-small`).
+    Gpt2Small,
+    /// Llama 3.2 1B (`llama-3.2-1b`).
+    Llama32_1B,
+}
+
+impl BenchModel {
+    /// Every model.
+    pub const ALL: [Self; 2] = [Self::Gpt2Small, Self::Llama32_1B];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gpt2Small => "gpt2-small",
+            Self::Llama32_1B => "llama-3.2-1b",
+        }
+    }
+
+    /// The model of a command-line name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The config, with norms folded as after `from_pretrained`.
+    pub fn config(self) -> HookedTransformerConfig {
+        match self {
+            Self::Gpt2Small => gpt2_small_config(),
+            Self::Llama32_1B => llama_3_2_1b_config(),
+        }
+    }
+}
+
 /// GPT-2 small's shape: 12 layers, d_model 768, 12 heads of 64, d_mlp 3072, vocab 50257, n_ctx 1024, gelu_new, and
 /// LayerNorm folded (`LNPre`) as after `from_pretrained`.
 pub fn gpt2_small_config() -> HookedTransformerConfig {
@@ -42,8 +77,30 @@ pub fn gpt2_small_config() -> HookedTransformerConfig {
     cfg
 }
 
+/// Llama 3.2 1B's shape, as TransformerLens's `meta-llama/Llama-3.2-1B` entry: 16 layers, d_model 2048, 32 heads of
+/// 64 with 8 key/value heads, d_mlp 8192 (SwiGLU), vocab 128256, rotary (base 500000, NTK-by-parts factor 32), RMS
+/// folded (`RMSPre`); n_ctx 2048.
+pub fn llama_3_2_1b_config() -> HookedTransformerConfig {
+    let mut cfg = HookedTransformerConfig::new(16, 2048, 2048, 64, 128256).expect("a valid config");
+    cfg.d_mlp = Some(8192);
+    cfg.n_key_value_heads = Some(8);
+    cfg.act_fn = Some(ActFn::Silu);
+    cfg.gated_mlp = true;
+    cfg.final_rms = true;
+    cfg.normalization_type = Some(tlens_cache_core::NormalizationType::RMSPre);
+    cfg.positional_embedding_type = tlens_cache_core::PositionalEmbeddingType::Rotary;
+    cfg.rotary_dim = Some(64);
+    cfg.rotary_base = 500000.0;
+    cfg.use_ntk_by_parts_rope = true;
+    cfg.ntk_by_parts_factor = 32.0;
+    cfg.ntk_original_ctx_len = 8192;
+    cfg.resolved().expect("a valid config")
+}
+
 /// One benchmark case at one shape.
 pub struct BenchCase {
+    /// The model shape.
+    pub model: BenchModel,
     /// One of [`CASES`].
     pub case: String,
     /// Batch size.
@@ -57,6 +114,8 @@ pub struct BenchCase {
 /// What one case measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {
+    /// The model shape's command-line name.
+    pub model: String,
     /// The case.
     pub case: String,
     /// Batch size.
@@ -91,13 +150,14 @@ impl BackendTask for BenchCase {
                 "batch, pos and reps must be at least 1".into(),
             ));
         }
-        let params = random_params_for::<B>(gpt2_small_config(), 0x5eed, 0.02, &device);
+        let params = random_params_for::<B>(self.model.config(), 0x5eed, 0.02, &device);
+        let vocab = params.cfg.vocab();
         let model = HookedTransformer::new(params.cfg, params.weights)?;
         // Token ids from a fixed LCG, below the vocabulary.
         let rows: Vec<Vec<u32>> = (0..self.batch)
             .map(|b| {
                 (0..self.pos)
-                    .map(|p| ((b * 7919 + p * 104_729 + 13) % 50257) as u32)
+                    .map(|p| ((b * 7919 + p * 104_729 + 13) % vocab) as u32)
                     .collect()
             })
             .collect();
@@ -137,6 +197,7 @@ impl BackendTask for BenchCase {
         sorted.sort_by(f64::total_cmp);
         let median_s = sorted[sorted.len() / 2];
         Ok(BenchResult {
+            model: self.model.name().to_string(),
             tokens_per_s: (self.batch * self.pos) as f64 / median_s,
             case: self.case,
             batch: self.batch,

@@ -1,27 +1,41 @@
-//! `tlens-bench BACKEND CASE BATCH POS REPS`: runs one benchmark case and prints its result as one JSON line.
+//! `tlens-bench BACKEND CASE BATCH POS REPS [MODEL]`: runs one benchmark case (on `gpt2-small` unless MODEL says
+//! `llama-3.2-1b`) and prints its result as one JSON line.
 //! `cargo xtask bench` drives it, one process per case.
 
 use std::process::ExitCode;
 
 use tlens::backend::run_on;
-use tlens::bench::BenchCase;
+use tlens::bench::{BenchCase, BenchModel};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [backend, case, batch, pos, reps] = args.as_slice() else {
-        eprintln!("error: usage: tlens-bench BACKEND CASE BATCH POS REPS");
-        return ExitCode::FAILURE;
+    const USAGE: &str = "error: usage: tlens-bench BACKEND CASE BATCH POS REPS [gpt2-small|llama-3.2-1b] (a known \
+                         backend and three positive integers)";
+    let (backend, case, batch, pos, reps, model) = match args.as_slice() {
+        [backend, case, batch, pos, reps] => (backend, case, batch, pos, reps, "gpt2-small"),
+        [backend, case, batch, pos, reps, model] => {
+            (backend, case, batch, pos, reps, model.as_str())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::FAILURE;
+        }
     };
-    let parsed = (backend.parse(), batch.parse(), pos.parse(), reps.parse());
-    let (Ok(backend), Ok(batch), Ok(pos), Ok(reps)) = parsed else {
-        eprintln!(
-            "error: usage: tlens-bench BACKEND CASE BATCH POS REPS (a known backend and three positive integers)"
-        );
+    let parsed = (
+        backend.parse(),
+        batch.parse(),
+        pos.parse(),
+        reps.parse(),
+        BenchModel::from_name(model),
+    );
+    let (Ok(backend), Ok(batch), Ok(pos), Ok(reps), Some(model)) = parsed else {
+        eprintln!("{USAGE}");
         return ExitCode::FAILURE;
     };
     match run_on(
         backend,
         BenchCase {
+            model,
             case: case.clone(),
             batch,
             pos,

@@ -4,8 +4,9 @@
 //!   and golden files (needs PyPI; several GB of torch wheels the first time).
 //! - `libtorch`: assemble libtorch 2.9.0 (what burn-tch 0.21's tch 0.22 links) from the PyPI torch wheel, cached in
 //!   `~/.cache/tlens/libtorch-2.9.0` (or `$TLENS_LIBTORCH_DIR`); prints the `LIBTORCH` to build the `tch` feature with.
-//! - `bench [--features LIST] [--shapes 1x128,8x128,4x1024] [--cases a,b] [--vs-python] [--update] [--out FILE]`: time
-//!   a GPT-2-small-shaped model (random weights) on each backend, one process per case (peak RSS is per case); with
+//! - `bench [--features LIST] [--model gpt2-small|llama-3.2-1b] [--shapes 1x128,8x128,4x1024] [--cases a,b]
+//!   [--vs-python] [--update] [--out FILE]`: time a GPT-2-small- or Llama-3.2-1B-shaped model (random weights) on each
+//!   backend, one process per case (peak RSS is per case); with
 //!   `--vs-python` the same cases in TransformerLens (reference/.venv). Writes `target/bench/results.json` and the
 //!   Markdown table (default `book/src/bench-results.md`); with `--update` the results of earlier runs that this one
 //!   does not measure stay in both (`--features "" --update` only rewrites the table).
@@ -156,6 +157,12 @@ open(os.path.join(out, "build-version"), "w").write("2.9.0\n")
 fn parity(args: &[String]) -> Result<(), String> {
     check_args("parity", args, &["--features", "--out"])?;
     let features = flag(args, "--features").unwrap_or("ndarray").to_string();
+    let model = flag(args, "--model").unwrap_or("gpt2-small").to_string();
+    if tlens::bench::BenchModel::from_name(&model).is_none() {
+        return Err(format!(
+            "bench: unknown --model `{model}`; models: gpt2-small, llama-3.2-1b"
+        ));
+    }
     let backends = backend_list(&features);
     let built = build_with_backends("tlens", false, &features, &backends)?;
     let out_dir = root().join("target/parity");
@@ -324,6 +331,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         args,
         &[
             "--features",
+            "--model",
             "--shapes",
             "--cases",
             "--vs-python",
@@ -332,6 +340,12 @@ fn bench(args: &[String]) -> Result<(), String> {
         ],
     )?;
     let features = flag(args, "--features").unwrap_or("ndarray").to_string();
+    let model = flag(args, "--model").unwrap_or("gpt2-small").to_string();
+    if tlens::bench::BenchModel::from_name(&model).is_none() {
+        return Err(format!(
+            "bench: unknown --model `{model}`; models: gpt2-small, llama-3.2-1b"
+        ));
+    }
     let backends = backend_list(&features);
     let shapes: Vec<(usize, usize)> = flag(args, "--shapes")
         .unwrap_or("1x128,8x128,4x1024")
@@ -394,6 +408,7 @@ fn bench(args: &[String]) -> Result<(), String> {
                     batch.to_string(),
                     pos.to_string(),
                     reps.to_string(),
+                    model.clone(),
                 ]);
                 // Two threads everywhere: ndarray's matmul needs MATMUL_NUM_THREADS besides rayon's setting.
                 cmd.envs([
@@ -402,7 +417,7 @@ fn bench(args: &[String]) -> Result<(), String> {
                     ("OMP_NUM_THREADS", "2"),
                     ("TLENS_BENCH_THREADS", "2"),
                 ]);
-                eprint!("bench {name:>15} {case:<32} {batch}x{pos} ... ");
+                eprint!("bench {name:>15} {model} {case:<32} {batch}x{pos} ... ");
                 let out = cmd.output().map_err(|e| format!("{name}: {e}"))?;
                 let line = String::from_utf8_lossy(&out.stdout)
                     .lines()
@@ -422,6 +437,7 @@ fn bench(args: &[String]) -> Result<(), String> {
                     serde_json::json!({"case": case, "batch": batch, "pos": pos, "error": err})
                 };
                 value["backend"] = name.clone().into();
+                value["model"] = model.clone().into();
                 eprintln!(
                     "{}",
                     value["median_s"].as_f64().map_or_else(
@@ -430,9 +446,10 @@ fn bench(args: &[String]) -> Result<(), String> {
                     )
                 );
                 let same = |r: &serde_json::Value| {
-                    ["backend", "case", "batch", "pos"]
-                        .iter()
-                        .all(|k| r[k] == value[k])
+                    model_of(r) == model_of(&value)
+                        && ["backend", "case", "batch", "pos"]
+                            .iter()
+                            .all(|k| r[k] == value[k])
                 };
                 match results.iter().position(same) {
                     Some(i) => results[i] = value,
@@ -463,7 +480,13 @@ fn bench(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// One row per (shape, case): per runner the median time, tokens/s, peak RSS; and the ratio to TransformerLens.
+/// A result's model shape; results from before the `--model` flag are GPT-2 small.
+fn model_of(r: &serde_json::Value) -> &str {
+    r["model"].as_str().unwrap_or("gpt2-small")
+}
+
+/// One row per (model, shape, case): per runner the median time, tokens/s, peak RSS; and the ratio to
+/// TransformerLens.
 fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
     let mut rows = vec![
         format!(
@@ -476,9 +499,10 @@ fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
         ),
         format!("|---|---|---|{}", "---|".repeat(runners.len())),
     ];
-    let mut keys: Vec<(u64, u64, String)> = Vec::new();
+    let mut keys: Vec<(String, u64, u64, String)> = Vec::new();
     for r in results {
         let key = (
+            model_of(r).to_string(),
             r["batch"].as_u64().unwrap_or(0),
             r["pos"].as_u64().unwrap_or(0),
             r["case"].as_str().unwrap_or("").to_string(),
@@ -487,10 +511,11 @@ fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
             keys.push(key);
         }
     }
-    for (batch, pos, case) in keys {
+    for (model, batch, pos, case) in keys {
         let find = |runner: &str| {
             results.iter().find(|r| {
                 r["backend"] == runner
+                    && model_of(r) == model
                     && r["batch"] == batch
                     && r["pos"] == pos
                     && r["case"] == case.as_str()
@@ -528,15 +553,21 @@ fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
                 None => "—".into(),
             })
             .collect();
+        // GPT-2 small rows keep their plain shape; other models name themselves.
+        let shape = match model.as_str() {
+            "gpt2-small" => format!("{batch}×{pos}"),
+            other => format!("{other} {batch}×{pos}"),
+        };
         rows.push(format!(
-            "| {batch}×{pos} | {case} | {cache} | {} |",
+            "| {shape} | {case} | {cache} | {} |",
             cells.join(" | ")
         ));
     }
     format!(
         "The activation cache's size (all hooks; tlens, then TransformerLens), then per runner: median wall time in \
          seconds (with the speed-up over TransformerLens where measured), tokens per second (batch·pos / time) and \
-         the process's peak RSS. GPT-2-small shape, random weights, fp32, 2 threads; `cargo xtask bench`.\n\n{}\n",
+         the process's peak RSS. GPT-2-small shape unless the shape names Llama 3.2 1B, random weights, fp32, 2 threads; \
+         `cargo xtask bench`.\n\n{}\n",
         rows.join("\n")
     )
 }

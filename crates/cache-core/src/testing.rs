@@ -57,34 +57,41 @@ pub fn random_params<B: Backend>(device: &burn_tensor::Device<B>) -> ModelParams
     random_params_for(random_config(), 7, 1.0, device)
 }
 
-/// Random parameters for any config with LayerNorm (`LNPre`, as after `fold_ln`) and MLPs: every value uniform in
-/// `[-scale, scale)`, reproducible from `seed` on every backend. Benchmarks use it for GPT-2-small-shaped models.
+/// Random parameters for any config with weight-free norms (`LNPre` or `RMSPre`, as after `fold_ln`) and MLPs —
+/// grouped-query attention, gated MLPs and rotary positions included: every value uniform in
+/// `[-scale, scale)`, reproducible from `seed` on every backend. Benchmarks use it for the GPT-2-small and
+/// Llama-3.2-1B shapes.
 pub fn random_params_for<B: Backend>(
     cfg: HookedTransformerConfig,
     seed: u64,
     scale: f32,
     device: &burn_tensor::Device<B>,
 ) -> ModelParams<B> {
-    let (d, h, dh, m, v) = (
+    let (d, h, kv, dh, m, v) = (
         cfg.d_model,
         cfg.heads(),
+        cfg.kv_heads(),
         cfg.d_head,
         cfg.mlp_width(),
         cfg.vocab(),
     );
     let mut rng = Lcg { state: seed, scale };
-    let norm = || Some(NormWeights::pre(NormalizationType::LNPre));
+    let kind = cfg
+        .normalization_type
+        .unwrap_or(NormalizationType::LNPre)
+        .folded();
+    let norm = || Some(NormWeights::pre(kind));
     let blocks = (0..cfg.n_layers)
         .map(|_| BlockWeights {
             ln1: norm(),
             attn: AttentionWeights {
                 W_Q: rng.tensor([h, d, dh], device),
-                W_K: rng.tensor([h, d, dh], device),
-                W_V: rng.tensor([h, d, dh], device),
+                W_K: rng.tensor([kv, d, dh], device),
+                W_V: rng.tensor([kv, d, dh], device),
                 W_O: rng.tensor([h, dh, d], device),
                 b_Q: rng.tensor([h, dh], device),
-                b_K: rng.tensor([h, dh], device),
-                b_V: rng.tensor([h, dh], device),
+                b_K: rng.tensor([kv, dh], device),
+                b_V: rng.tensor([kv, dh], device),
                 b_O: rng.tensor([d], device),
                 q_norm: None,
                 k_norm: None,
@@ -94,7 +101,7 @@ pub fn random_params_for<B: Backend>(
             mlp: Some(MlpWeights {
                 W_in: rng.tensor([d, m], device),
                 b_in: rng.tensor([m], device),
-                W_gate: None,
+                W_gate: cfg.gated_mlp.then(|| rng.tensor([d, m], device)),
                 W_out: rng.tensor([m, d], device),
                 b_out: rng.tensor([d], device),
                 ln: None,
@@ -104,7 +111,9 @@ pub fn random_params_for<B: Backend>(
         .collect();
     let weights = TransformerWeights {
         W_E: rng.tensor([v, d], device),
-        W_pos: Some(rng.tensor([cfg.n_ctx, d], device)),
+        W_pos: cfg
+            .has_pos_embed()
+            .then(|| rng.tensor([cfg.n_ctx, d], device)),
         blocks,
         ln_final: norm(),
         W_U: rng.tensor([d, cfg.vocab_out()], device),
