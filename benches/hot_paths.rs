@@ -10,7 +10,7 @@ use tlens::{HookedTransformer, HookedTransformerConfig, RunOptions, Slice, Token
 
 fn model() -> HookedTransformer<NdArray> {
     let mut cfg = HookedTransformerConfig::new(4, 256, 128, 64, 5000).unwrap();
-    cfg.d_mlp = Some(1024);
+    cfg.d_mlp = 1024;
     cfg.act_fn = Some(ActFn::GeluNew);
     cfg.normalization_type = Some(NormalizationType::LNPre);
     let params = random_params_for::<NdArray>(cfg, 1, 0.05, &Default::default());

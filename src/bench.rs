@@ -71,7 +71,7 @@ impl BenchModel {
 /// LayerNorm folded (`LNPre`) as after `from_pretrained`.
 pub fn gpt2_small_config() -> HookedTransformerConfig {
     let mut cfg = HookedTransformerConfig::new(12, 768, 1024, 64, 50257).expect("a valid config");
-    cfg.d_mlp = Some(3072);
+    cfg.d_mlp = 3072;
     cfg.act_fn = Some(ActFn::GeluNew);
     cfg.normalization_type = Some(tlens_cache_core::NormalizationType::LNPre);
     cfg
@@ -82,7 +82,7 @@ pub fn gpt2_small_config() -> HookedTransformerConfig {
 /// folded (`RMSPre`); n_ctx 2048.
 pub fn llama_3_2_1b_config() -> HookedTransformerConfig {
     let mut cfg = HookedTransformerConfig::new(16, 2048, 2048, 64, 128256).expect("a valid config");
-    cfg.d_mlp = Some(8192);
+    cfg.d_mlp = 8192;
     cfg.n_key_value_heads = Some(8);
     cfg.act_fn = Some(ActFn::Silu);
     cfg.gated_mlp = true;
@@ -151,7 +151,7 @@ impl BackendTask for BenchCase {
             ));
         }
         let params = random_params_for::<B>(self.model.config(), 0x5eed, 0.02, &device);
-        let vocab = params.cfg.vocab();
+        let vocab = params.cfg.d_vocab;
         let model = HookedTransformer::new(params.cfg, params.weights)?;
         // Token ids from a fixed LCG, below the vocabulary.
         let rows: Vec<Vec<u32>> = (0..self.batch)

@@ -510,11 +510,10 @@ impl BackendTask for PatternsCmd {
         if let Some(spec) = &self.head {
             let (l, h) = parse_head(spec)?;
             let cfg = loaded.model.cfg();
-            if l >= cfg.n_layers || h >= cfg.heads() {
+            if l >= cfg.n_layers || h >= cfg.n_heads {
                 return Err(TlensError::Analysis(format!(
                     "{spec}: the model has {} layers of {} heads",
-                    cfg.n_layers,
-                    cfg.heads()
+                    cfg.n_layers, cfg.n_heads
                 )));
             }
             let tokens = tokens(&self.input, &loaded)?;

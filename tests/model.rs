@@ -279,7 +279,7 @@ fn cache_lookup_of_an_unknown_key_suggests_close_ones() {
 #[test]
 fn bad_token_batches_are_errors() {
     let model = gpt2(Processing::default()).model;
-    let vocab = model.cfg().vocab() as u32;
+    let vocab = model.cfg().d_vocab as u32;
     let n_ctx = model.cfg().n_ctx;
     assert!(
         matches!(model.forward(&TokenBatch::single(vec![0, vocab]).unwrap()), Err(ModelError::TokenOutOfRange { token, position: 1, .. }) if token == vocab)
@@ -317,7 +317,7 @@ fn load_edited(
     let src = models().join("tl-ln-relu");
     let file = TensorFile::read(&src.join("weights.safetensors")).unwrap();
     let mut map: HashMap<String, (Vec<usize>, Vec<f32>)> = file
-        .tensors
+        .into_tensors()
         .into_iter()
         .map(|(k, v)| (k, (v.shape.to_vec(), v.to_vec::<f32>().unwrap())))
         .collect();

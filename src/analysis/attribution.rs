@@ -73,7 +73,7 @@ pub struct Dla {
 /// let tokens = TokenBatch::single(vec![0, 5, 6, 7]).unwrap();
 /// let (logits, cache) = loaded.model.run_with_cache(&tokens, RunOptions::default()).unwrap();
 /// let dla = attribution::direct_logit_attribution(&cache, &logits, &attribution::DlaArgs::new(3)).unwrap();
-/// assert_eq!(dla.heads.len(), loaded.model.cfg().n_layers * loaded.model.cfg().heads());
+/// assert_eq!(dla.heads.len(), loaded.model.cfg().n_layers * loaded.model.cfg().n_heads);
 /// ```
 pub fn direct_logit_attribution<B: Backend>(
     cache: &ActivationCache<B>,

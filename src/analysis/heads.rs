@@ -199,7 +199,7 @@ pub fn head_scores<B: Backend>(
             cfg.n_ctx
         )));
     }
-    let tokens = repeated_random_tokens(cfg.vocab(), bos, seq_len, args.batch, args.seed)?;
+    let tokens = repeated_random_tokens(cfg.d_vocab, bos, seq_len, args.batch, args.seed)?;
     let names = (0..cfg.n_layers)
         .map(|l| HookPoint::Block(l, BlockHook::Pattern).to_string())
         .collect();
@@ -212,7 +212,7 @@ pub fn head_scores<B: Backend>(
     )?;
     let n = seq_len;
     let p = tokens.positions();
-    let heads = cfg.heads();
+    let heads = cfg.n_heads;
     let batch = tokens.batch();
     let (mut induction, mut prev_token, mut duplicate, mut patterns) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -162,9 +162,9 @@ pub fn build_report<B: Backend>(
         model_name: args.model_name.clone(),
         model: ModelSummary {
             n_layers: cfg.n_layers,
-            n_heads: cfg.heads(),
+            n_heads: cfg.n_heads,
             d_model: cfg.d_model,
-            d_vocab: cfg.vocab(),
+            d_vocab: cfg.d_vocab,
             n_ctx: cfg.n_ctx,
             attn_only: !cfg.has_mlp(),
             normalization: cfg.normalization_type.map(|n| format!("{n:?}")),

@@ -98,7 +98,7 @@ impl<B: Backend> ModelParams<B> {
     /// The unembedding directions of tokens: `W_U[:, t]`, shape `[*tokens.shape, d_model]`, or `[d_model]` for a
     /// single id (also a one-element tensor, as TransformerLens's `tokens_to_residual_directions`).
     pub fn tokens_to_residual_directions(&self, tokens: &TokenIds) -> Result<DynTensor<B>> {
-        let ids = tokens.checked_ids(self.cfg.vocab_out(), "tokens")?;
+        let ids = tokens.checked_ids(self.cfg.d_vocab_out, "tokens")?;
         let device = self.weights.W_U.device();
         let index = Tensor::<B, 1, Int>::from_data(
             TensorData::new(

@@ -58,8 +58,27 @@ pub enum ActFn {
     SoluLn,
 }
 
-fn neg_one() -> i64 {
-    -1
+/// TransformerLens's "derive it" values (`-1`, `null`, absent) read as `0`, which [`HookedTransformerConfig::resolved`]
+/// replaces by the derived value; a resolved config never holds one.
+fn derived<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    let v: Option<i64> = Option::deserialize(d)?;
+    Ok(v.filter(|&n| n >= 0).map_or(0, |n| n as usize))
+}
+
+/// A soft cap: TransformerLens's `-1` (any value that is not positive) or `null` is no cap.
+fn soft_cap_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<f64>, D::Error> {
+    let v: Option<f64> = Option::deserialize(d)?;
+    Ok(v.filter(|&c| c > 0.0))
+}
+
+/// A soft cap as TransformerLens writes it: `-1` for none.
+fn soft_cap_ser<S: serde::Serializer>(
+    cap: &Option<f64>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(cap.unwrap_or(-1.0))
 }
 fn default_eps() -> f64 {
     1e-5
@@ -122,13 +141,16 @@ pub enum AttnType {
     Local,
 }
 
-/// TransformerLens's `HookedTransformerConfig`: field names, meanings and defaults as in TransformerLens, read and
-/// written as JSON in those names. Fields tlens does not model are ignored on read.
+/// TransformerLens's `HookedTransformerConfig`, resolved: field names, meanings and defaults as in TransformerLens,
+/// read and written as JSON in those names (fields tlens does not model are ignored on read), but typed — the
+/// `-1` / `None` "derive it" values TransformerLens keeps (`n_heads`, `d_mlp`, `d_vocab_out`, `attn_scale`) are
+/// filled when the config is read, options are enums, and soft caps are `Option`s.
 ///
 /// ```
 /// use tlens_cache_core::HookedTransformerConfig;
 /// let cfg = HookedTransformerConfig::from_json(r#"{"n_layers": 2, "d_model": 32, "n_ctx": 16, "d_head": 8, "d_vocab": 50}"#).unwrap();
-/// assert_eq!((cfg.n_heads, cfg.d_mlp, cfg.d_vocab_out), (4, Some(128), 50));
+/// assert_eq!((cfg.n_heads, cfg.d_mlp, cfg.d_vocab_out), (4, 128, 50));
+/// assert_eq!((cfg.attn_scale, cfg.attn_scores_soft_cap), (8f64.sqrt(), None));
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HookedTransformerConfig {
@@ -140,18 +162,18 @@ pub struct HookedTransformerConfig {
     pub n_ctx: usize,
     /// Width of one attention head.
     pub d_head: usize,
-    /// Number of heads; `-1` means `d_model / d_head`.
-    #[serde(default = "neg_one")]
-    pub n_heads: i64,
-    /// Width of the MLP; absent means `4·d_model`.
-    #[serde(default)]
-    pub d_mlp: Option<usize>,
-    /// Vocabulary size; `-1` means "from the tokenizer".
-    #[serde(default = "neg_one")]
-    pub d_vocab: i64,
-    /// Output vocabulary size; `-1` means `d_vocab`.
-    #[serde(default = "neg_one")]
-    pub d_vocab_out: i64,
+    /// Number of heads (TransformerLens's `-1`: `d_model / d_head`).
+    #[serde(default, deserialize_with = "derived")]
+    pub n_heads: usize,
+    /// Width of the MLP (absent in TransformerLens: `4·d_model`).
+    #[serde(default, deserialize_with = "derived")]
+    pub d_mlp: usize,
+    /// Vocabulary size (must be given: tlens has no tokenizer to take it from when reading a config).
+    #[serde(default, deserialize_with = "derived")]
+    pub d_vocab: usize,
+    /// Output vocabulary size (TransformerLens's `-1`: `d_vocab`).
+    #[serde(default, deserialize_with = "derived")]
+    pub d_vocab_out: usize,
     /// The MLP activation.
     #[serde(default = "default_act_fn")]
     pub act_fn: Option<ActFn>,
@@ -170,7 +192,7 @@ pub struct HookedTransformerConfig {
     /// Divide attention scores by `attn_scale`.
     #[serde(default = "default_true")]
     pub use_attn_scale: bool,
-    /// The attention divisor; `-1` means `sqrt(d_head)`.
+    /// The attention divisor (TransformerLens's `-1`: `sqrt(d_head)`).
     #[serde(default = "neg_one_f")]
     pub attn_scale: f64,
     /// Also divide the scores of layer `l` by `l + 1` (as some GPT-2 variants do).
@@ -259,12 +281,20 @@ pub struct HookedTransformerConfig {
     /// A norm right after the embedding (not supported by tlens; must be false).
     #[serde(default)]
     pub post_embedding_ln: bool,
-    /// Soft cap on attention scores; `-1` means none.
-    #[serde(default = "neg_one_f")]
-    pub attn_scores_soft_cap: f64,
-    /// Soft cap on output logits; `-1` means none.
-    #[serde(default = "neg_one_f")]
-    pub output_logits_soft_cap: f64,
+    /// Soft cap on attention scores, `cap·tanh(scores / cap)` (TransformerLens's `-1`: none).
+    #[serde(
+        default,
+        deserialize_with = "soft_cap_de",
+        serialize_with = "soft_cap_ser"
+    )]
+    pub attn_scores_soft_cap: Option<f64>,
+    /// Soft cap on output logits (TransformerLens's `-1`: none).
+    #[serde(
+        default,
+        deserialize_with = "soft_cap_de",
+        serialize_with = "soft_cap_ser"
+    )]
+    pub output_logits_soft_cap: Option<f64>,
 }
 
 fn neg_one_f() -> f64 {
@@ -296,27 +326,27 @@ impl HookedTransformerConfig {
         serde_json::to_string_pretty(self).expect("a config always serialises")
     }
 
-    /// Fills the `-1` / absent defaults as TransformerLens's `__post_init__` does, and checks the result.
+    /// Fills the values TransformerLens derives (its `__post_init__`), and checks the result.
     pub fn resolved(mut self) -> Result<Self> {
         let bad = |m: String| Err(CacheError::InvalidArgument(format!("config: {m}")));
-        if self.n_heads < 0 {
+        if self.n_heads == 0 {
             if self.d_head == 0 || !self.d_model.is_multiple_of(self.d_head) {
                 return bad(format!(
                     "d_model {} is not a multiple of d_head {}",
                     self.d_model, self.d_head
                 ));
             }
-            self.n_heads = (self.d_model / self.d_head) as i64;
+            self.n_heads = self.d_model / self.d_head;
         }
-        if self.d_mlp.is_none() {
-            self.d_mlp = Some(4 * self.d_model);
+        if self.d_mlp == 0 {
+            self.d_mlp = 4 * self.d_model;
         }
-        if self.d_vocab < 0 {
+        if self.d_vocab == 0 {
             return bad(
                 "d_vocab must be given (tlens has no tokenizer to take it from here)".into(),
             );
         }
-        if self.d_vocab_out < 0 {
+        if self.d_vocab_out == 0 {
             self.d_vocab_out = self.d_vocab;
         }
         if self.attn_scale < 0.0 {
@@ -334,7 +364,7 @@ impl HookedTransformerConfig {
             return bad("act_fn is required for a model with MLPs".into());
         }
         let kv = self.kv_heads();
-        if kv == 0 || !self.heads().is_multiple_of(kv) {
+        if kv == 0 || !self.n_heads.is_multiple_of(kv) {
             return bad(format!(
                 "n_heads {} is not a multiple of n_key_value_heads {kv}",
                 self.n_heads
@@ -364,14 +394,9 @@ impl HookedTransformerConfig {
         Ok(self)
     }
 
-    /// Number of heads (after defaults are filled).
-    pub fn heads(&self) -> usize {
-        self.n_heads as usize
-    }
-
     /// Number of key/value heads: `n_key_value_heads`, or `n_heads` without grouped-query attention.
     pub fn kv_heads(&self) -> usize {
-        self.n_key_value_heads.unwrap_or(self.heads())
+        self.n_key_value_heads.unwrap_or(self.n_heads)
     }
 
     /// How many dimensions of each head rotary embeddings turn (`rotary_dim`, default `d_head`).
@@ -392,21 +417,6 @@ impl HookedTransformerConfig {
                 .as_ref()
                 .is_some_and(|t| t.get(layer) == Some(&AttnType::Local));
         local.then_some(self.window_size).flatten()
-    }
-
-    /// MLP width (after defaults are filled).
-    pub fn mlp_width(&self) -> usize {
-        self.d_mlp.unwrap_or(4 * self.d_model)
-    }
-
-    /// Input vocabulary size.
-    pub fn vocab(&self) -> usize {
-        self.d_vocab as usize
-    }
-
-    /// Output vocabulary size.
-    pub fn vocab_out(&self) -> usize {
-        self.d_vocab_out as usize
     }
 
     /// Whether the blocks have MLPs.

@@ -124,7 +124,7 @@ impl<B: Backend> ActivationCache<B> {
                 } else {
                     rows
                 };
-                let d_mlp = self.cfg().mlp_width();
+                let d_mlp = self.cfg().d_mlp;
                 labels
                     .extend((0..layer).flat_map(|l| (0..d_mlp).map(move |n| format!("L{l}N{n}"))));
                 blocks.push(rows);

@@ -106,7 +106,7 @@ impl<B: Backend> ActivationCache<B> {
     pub fn stack_head_results(&self, args: StackHeadResults) -> Result<Stack<B>> {
         const METHOD: &str = "stack_head_results";
         let layer = self.resolve_layer(args.layer, METHOD)?;
-        let heads = self.cfg().heads();
+        let heads = self.cfg().n_heads;
         let mut rows = Vec::with_capacity(layer + 1);
         let mut labels = Vec::with_capacity(layer * heads + 1);
         for l in 0..layer {

@@ -165,7 +165,7 @@ impl<B: Backend> ActivationCache<B> {
                 "{METHOD}: an attention-only model has no neurons"
             )));
         }
-        let d_mlp = self.cfg().mlp_width();
+        let d_mlp = self.cfg().d_mlp;
         let ids = neuron_slice.indices(d_mlp, "neuron_slice")?;
         let mut labels: Vec<String> = (0..layer)
             .flat_map(|l| ids.iter().map(move |n| format!("L{l}N{n}")))

@@ -265,7 +265,7 @@ impl<B: Backend> ActivationCache<B> {
         let values = match &args.targets {
             None => values,
             Some(targets) => {
-                let ids = targets.checked_ids(self.cfg().vocab_out(), "targets")?;
+                let ids = targets.checked_ids(self.cfg().d_vocab_out, "targets")?;
                 values.select(-1, &ids)?
             }
         };

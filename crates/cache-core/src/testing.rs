@@ -20,7 +20,7 @@ use crate::weights::{AttentionWeights, BlockWeights, MlpWeights, NormWeights, Tr
 /// as after `fold_ln`).
 pub fn random_config() -> HookedTransformerConfig {
     let mut cfg = HookedTransformerConfig::new(2, 16, 16, 4, 20).expect("a valid config");
-    cfg.d_mlp = Some(32);
+    cfg.d_mlp = 32;
     cfg.act_fn = Some(ActFn::GeluNew);
     cfg.normalization_type = Some(NormalizationType::LNPre);
     cfg
@@ -69,11 +69,11 @@ pub fn random_params_for<B: Backend>(
 ) -> ModelParams<B> {
     let (d, h, kv, dh, m, v) = (
         cfg.d_model,
-        cfg.heads(),
+        cfg.n_heads,
         cfg.kv_heads(),
         cfg.d_head,
-        cfg.mlp_width(),
-        cfg.vocab(),
+        cfg.d_mlp,
+        cfg.d_vocab,
     );
     let mut rng = Lcg { state: seed, scale };
     let kind = cfg
@@ -116,8 +116,8 @@ pub fn random_params_for<B: Backend>(
             .then(|| rng.tensor([cfg.n_ctx, d], device)),
         blocks,
         ln_final: norm(),
-        W_U: rng.tensor([d, cfg.vocab_out()], device),
-        b_U: rng.tensor([cfg.vocab_out()], device),
+        W_U: rng.tensor([d, cfg.d_vocab_out], device),
+        b_U: rng.tensor([cfg.d_vocab_out], device),
     };
     ModelParams { cfg, weights }
 }
@@ -133,7 +133,7 @@ pub fn random_cache<B: Backend>(batch: usize, pos: usize) -> ActivationCache<B> 
     let device = Default::default();
     let params = random_params::<B>(&device);
     let cfg = params.cfg.clone();
-    let (d, h, dh, m) = (cfg.d_model, cfg.heads(), cfg.d_head, cfg.mlp_width());
+    let (d, h, dh, m) = (cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp);
     let mut rng = Lcg {
         state: 11,
         scale: 1.0,

@@ -549,7 +549,7 @@ fn stack_neuron_results_with_apply_ln() {
 #[test]
 fn stack_neuron_results_including_remainder() {
     let cache = solu_cache();
-    let m = cache.cfg().mlp_width();
+    let m = cache.cfg().d_mlp;
     let with = cache
         .stack_neuron_results(
             Some(1),
@@ -761,7 +761,7 @@ fn stack_activation() {
 #[test]
 fn get_full_resid_decomposition() {
     let cache = solu_cache();
-    let (h, l) = (cache.cfg().heads(), cache.cfg().n_layers);
+    let (h, l) = (cache.cfg().n_heads, cache.cfg().n_layers);
     let full = cache
         .get_full_resid_decomposition(GetFullResidDecomposition {
             layer: Some(-1),
@@ -839,7 +839,7 @@ fn get_full_resid_decomposition() {
 #[test]
 fn get_full_resid_decomposition_with_neurons_expanded() {
     let cache = solu_cache();
-    let h = cache.cfg().heads();
+    let h = cache.cfg().n_heads;
     let full = cache
         .get_full_resid_decomposition(GetFullResidDecomposition {
             layer: Some(1),
@@ -875,7 +875,7 @@ fn get_full_resid_decomposition_with_neurons_expanded() {
 #[test]
 fn get_full_resid_decomposition_without_applying_ln() {
     let cache = solu_cache();
-    let h = cache.cfg().heads();
+    let h = cache.cfg().n_heads;
     let full = cache
         .get_full_resid_decomposition(GetFullResidDecomposition {
             layer: Some(1),
@@ -906,7 +906,7 @@ fn get_full_resid_decomposition_without_applying_ln() {
 #[test]
 fn get_full_resid_decomposition_attn_only_model() {
     let cache = attn_only_cache();
-    let h = cache.cfg().heads();
+    let h = cache.cfg().n_heads;
     let full = cache
         .get_full_resid_decomposition(GetFullResidDecomposition {
             layer: Some(1),
@@ -1028,7 +1028,7 @@ fn get_neuron_results_without_slice() {
 fn get_neuron_results_project_output_onto_1d_and_2d() {
     let cache = solu_cache();
     let d = cache.cfg().d_model;
-    let m = cache.cfg().mlp_width();
+    let m = cache.cfg().d_mlp;
     let full = cache
         .get_neuron_results(1, GetNeuronResults::default())
         .unwrap();
@@ -1204,7 +1204,7 @@ fn get_full_resid_decomposition_apply_ln_with_projection() {
 fn projection_never_builds_the_neuron_by_d_model_tensor() {
     let cache = solu_cache();
     let d = cache.cfg().d_model;
-    let m = cache.cfg().mlp_width();
+    let m = cache.cfg().d_mlp;
     let p = random(&[d], 13);
     for apply_ln in [false, true] {
         let s = cache

@@ -21,7 +21,7 @@ pub(crate) fn forward<B: Backend>(
 ) -> Result<Tensor<B, 3>> {
     let cfg = ctx.cfg;
     let [batch, pos, d_model] = x.dims();
-    let (heads, d_head) = (cfg.heads(), cfg.d_head);
+    let (heads, d_head) = (cfg.n_heads, cfg.d_head);
     let b = |hook: BlockHook| HookPoint::Block(layer, hook);
     let q = project(&x, &w.W_Q, &w.b_Q);
     rec.record(b(BlockHook::Q), &q)?;

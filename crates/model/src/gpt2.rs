@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tlens_cache_core::{ActFn, HookedTransformerConfig, NormalizationType};
 
 use crate::error::{ModelError, Result};
-use crate::hf::{reshaped, rows, transpose, values};
+use crate::hf::{drop_buffers, finish, reshaped, rows, transpose, values};
 use crate::safetensors_file::TensorFile;
 
 /// The fields of a Hugging Face GPT-2 `config.json` that the conversion reads.
@@ -93,10 +93,10 @@ pub fn config_from_hf_json(text: &str, source: &str) -> Result<HookedTransformer
         d_model: hf.n_embd,
         n_ctx,
         d_head: hf.n_embd / hf.n_head,
-        n_heads: hf.n_head as i64,
-        d_mlp: Some(hf.n_inner.unwrap_or(4 * hf.n_embd)),
-        d_vocab: hf.vocab_size as i64,
-        d_vocab_out: hf.vocab_size as i64,
+        n_heads: hf.n_head,
+        d_mlp: hf.n_inner.unwrap_or(4 * hf.n_embd),
+        d_vocab: hf.vocab_size,
+        d_vocab_out: hf.vocab_size,
         act_fn: Some(act_fn),
         eps: hf.layer_norm_epsilon,
         normalization_type: Some(NormalizationType::LN),
@@ -117,33 +117,17 @@ pub fn config_from_hf_json(text: &str, source: &str) -> Result<HookedTransformer
 /// Converts a Hugging Face GPT-2 state dict into a TransformerLens state dict (same [`TensorFile`], TL names).
 pub fn convert_weights(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<TensorFile> {
     // GPT2LMHeadModel prefixes `transformer.`; GPT2Model does not.
-    let tensors = std::mem::take(&mut hf.tensors);
-    hf.tensors = tensors
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.strip_prefix("transformer.")
-                    .map(str::to_string)
-                    .unwrap_or(k),
-                v,
-            )
-        })
-        .collect();
-    let (d, h, dh, m, v) = (
-        cfg.d_model,
-        cfg.heads(),
-        cfg.d_head,
-        cfg.mlp_width(),
-        cfg.vocab(),
-    );
-    let n_positions = hf
-        .tensors
-        .get("wpe.weight")
-        .map(|t| t.shape[0])
-        .unwrap_or(cfg.n_ctx);
+    hf.rename(|k| {
+        k.strip_prefix("transformer.")
+            .map(str::to_string)
+            .unwrap_or(k)
+    });
+    drop_buffers(&mut hf);
+    let (d, h, dh, m, v) = (cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab);
+    let n_positions = hf.shape("wpe.weight").map_or(cfg.n_ctx, |shape| shape[0]);
     let mut tl = BTreeMap::new();
     let wte = hf.take("wte.weight", &[v, d])?;
-    let lm_head = match hf.tensors.contains_key("lm_head.weight") {
+    let lm_head = match hf.contains("lm_head.weight") {
         true => hf.take("lm_head.weight", &[v, d])?,
         false => wte.clone(),
     };
@@ -188,17 +172,12 @@ pub fn convert_weights(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Res
         tl.insert(t("mlp.b_in"), hf.take(&p("mlp.c_fc.bias"), &[m])?);
         tl.insert(t("mlp.W_out"), hf.take(&p("mlp.c_proj.weight"), &[m, d])?);
         tl.insert(t("mlp.b_out"), hf.take(&p("mlp.c_proj.bias"), &[d])?);
-        // Older checkpoints carry the causal mask buffers.
-        hf.tensors.remove(&p("attn.bias"));
-        hf.tensors.remove(&p("attn.masked_bias"));
     }
     tl.insert("ln_final.w".into(), hf.take("ln_f.weight", &[d])?);
     tl.insert("ln_final.b".into(), hf.take("ln_f.bias", &[d])?);
     tl.insert("unembed.W_U".into(), transpose(&lm_head));
     tl.insert("unembed.b_U".into(), TensorData::new(vec![0f32; v], [v]));
-    let path = hf.path.clone();
-    hf.finish()?;
-    Ok(TensorFile { path, tensors: tl })
+    finish(hf, tl)
 }
 
 /// `W[h, m, e] = W_flat[m, offset + h·dh + e]` for a `[D, 3D]` Conv1D weight.

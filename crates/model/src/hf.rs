@@ -246,8 +246,8 @@ pub fn config_from_json(
         _ => hf.rms_norm_eps.unwrap_or(1e-6),
     };
     let mut cfg = HookedTransformerConfig {
-        n_heads: heads as i64,
-        d_mlp: Some(hf.intermediate_size),
+        n_heads: heads,
+        d_mlp: hf.intermediate_size,
         act_fn: Some(act_fn),
         eps,
         normalization_type: Some(if family == Family::GptNeox {
@@ -303,8 +303,8 @@ pub fn config_from_json(
         }
         Family::Gemma2 => {
             cfg.use_normalization_before_and_after = true;
-            cfg.attn_scores_soft_cap = hf.attn_logit_softcapping.unwrap_or(-1.0);
-            cfg.output_logits_soft_cap = hf.final_logit_softcapping.unwrap_or(-1.0);
+            cfg.attn_scores_soft_cap = hf.attn_logit_softcapping.filter(|&c| c > 0.0);
+            cfg.output_logits_soft_cap = hf.final_logit_softcapping.filter(|&c| c > 0.0);
             if let Some(scalar) = hf.query_pre_attn_scalar {
                 cfg.attn_scale = scalar.sqrt();
             }
@@ -405,22 +405,26 @@ impl Dims {
     fn of(cfg: &HookedTransformerConfig) -> Self {
         Self {
             d: cfg.d_model,
-            h: cfg.heads(),
+            h: cfg.n_heads,
             kv: cfg.kv_heads(),
             dh: cfg.d_head,
-            m: cfg.mlp_width(),
-            v: cfg.vocab(),
+            m: cfg.d_mlp,
+            v: cfg.d_vocab,
         }
     }
 }
 
-/// Drops the rotary buffers some checkpoints carry (`rotary_emb.inv_freq`, NeoX's causal mask buffers).
-fn drop_buffers(hf: &mut TensorFile) {
-    hf.tensors.retain(|k, _| {
-        !(k.ends_with(".inv_freq")
-            || k.ends_with("attention.bias")
-            || k.ends_with("attention.masked_bias"))
-    });
+/// Drops the buffers older checkpoints carry that are not parameters: rotary frequencies (`rotary_emb.inv_freq`)
+/// and GPT-2's and GPT-NeoX's causal masks (`attn.bias`, `attention.masked_bias`, ...).
+pub(crate) fn drop_buffers(hf: &mut TensorFile) {
+    const BUFFERS: [&str; 5] = [
+        ".inv_freq",
+        ".attn.bias",
+        ".attn.masked_bias",
+        ".attention.bias",
+        ".attention.masked_bias",
+    ];
+    hf.retain(|k| !BUFFERS.iter().any(|b| k.ends_with(b)));
 }
 
 /// Llama, Mistral, Qwen 2/3, Phi-3 and Gemma 1/2.
@@ -447,7 +451,7 @@ fn convert_llama_like(
     };
     let mut tl = BTreeMap::new();
     let embed = hf.take("model.embed_tokens.weight", &[v, d])?;
-    let unembed = match hf.tensors.contains_key("lm_head.weight") {
+    let unembed = match hf.contains("lm_head.weight") {
         true => hf.take("lm_head.weight", &[v, d])?,
         false => embed.clone(),
     };
@@ -482,7 +486,7 @@ fn convert_llama_like(
         tl.insert(t(&format!("attn.{gqa}W_V")), heads_in(&w_v, kv));
         let mut bias = |name: &str, heads: usize| -> Result<TensorData> {
             let key = p(&format!("self_attn.{name}_proj.bias"));
-            Ok(match hf.tensors.contains_key(&key) {
+            Ok(match hf.contains(&key) {
                 true => reshaped(hf.take(&key, &[heads * dh])?, vec![heads, dh]),
                 false => zeros(vec![heads, dh]),
             })
@@ -625,10 +629,10 @@ fn convert_neox(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Ten
 }
 
 /// Fails on a Hugging Face tensor nothing converted, else returns the TransformerLens state dict.
-fn finish(hf: TensorFile, tl: BTreeMap<String, TensorData>) -> Result<TensorFile> {
+pub(crate) fn finish(hf: TensorFile, tl: BTreeMap<String, TensorData>) -> Result<TensorFile> {
     let path = hf.path.clone();
     hf.finish()?;
-    Ok(TensorFile { path, tensors: tl })
+    Ok(TensorFile::from_tensors(path, tl))
 }
 
 pub(crate) fn values(t: &TensorData) -> Vec<f32> {

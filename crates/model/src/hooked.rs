@@ -118,7 +118,7 @@ impl<B: Backend> HookedTransformer<B> {
     ) -> Result<Tensor<B, 3>> {
         let cfg = self.cfg();
         let w = self.weights();
-        tokens.check(cfg.vocab(), cfg.n_ctx)?;
+        tokens.check(cfg.d_vocab, cfg.n_ctx)?;
         let (batch, pos) = (tokens.batch(), tokens.positions());
         let d_model = cfg.d_model;
         let device = self.device();
@@ -239,9 +239,15 @@ pub(crate) fn norm<B: Backend, const D: usize>(
     Ok(out.output)
 }
 
-/// Gemma's soft cap `cap·tanh(x / cap)`; the identity when `cap` is not positive (TransformerLens's `-1`).
-pub(crate) fn soft_cap<B: Backend, const D: usize>(x: Tensor<B, D>, cap: f64) -> Tensor<B, D> {
-    if cap > 0.0 { (x / cap).tanh() * cap } else { x }
+/// Gemma's soft cap `cap·tanh(x / cap)`; the identity without a cap.
+pub(crate) fn soft_cap<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    cap: Option<f64>,
+) -> Tensor<B, D> {
+    match cap {
+        Some(cap) => (x / cap).tanh() * cap,
+        None => x,
+    }
 }
 
 /// `true` where a query may not see a key: keys after the query and, for a local layer of window `w`, keys `w` or

@@ -180,14 +180,14 @@ fn checked<B: Backend>(
     source: &str,
 ) -> Result<LoadedModel<B>> {
     if let Some(t) = &tokenizer
-        && t.vocab_size() > model.cfg().vocab()
+        && t.vocab_size() > model.cfg().d_vocab
     {
         return Err(ModelError::Config {
             path: source.to_string(),
             message: format!(
                 "the tokenizer has {} tokens but the model's vocabulary only {}",
                 t.vocab_size(),
-                model.cfg().vocab()
+                model.cfg().d_vocab
             ),
         });
     }

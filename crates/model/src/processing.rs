@@ -61,7 +61,7 @@ pub fn process<B: Backend>(
         center_writing_weights(w);
     }
     // A soft cap on the logits is not invariant to a constant shift, so TransformerLens skips centring then.
-    if p.center_unembed && cfg.output_logits_soft_cap <= 0.0 {
+    if p.center_unembed && cfg.output_logits_soft_cap.is_none() {
         w.W_U = w.W_U.clone() - w.W_U.clone().mean_dim(1);
         w.b_U = w.b_U.clone() - w.b_U.clone().mean_dim(0);
     }

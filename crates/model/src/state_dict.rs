@@ -21,10 +21,10 @@ pub fn weights_from_state_dict<B: Backend>(
 ) -> Result<TransformerWeights<B>> {
     let (d, h, kv, dh, m) = (
         cfg.d_model,
-        cfg.heads(),
+        cfg.n_heads,
         cfg.kv_heads(),
         cfg.d_head,
-        cfg.mlp_width(),
+        cfg.d_mlp,
     );
     // Under grouped-query attention TransformerLens stores the key/value parameters as `_W_K`, `_b_K`, ...
     let gqa = if cfg.n_key_value_heads.is_some() {
@@ -97,7 +97,7 @@ pub fn weights_from_state_dict<B: Backend>(
         });
     }
     let weights = TransformerWeights {
-        W_E: tensor(take("embed.W_E", &[cfg.vocab(), d])?, device),
+        W_E: tensor(take("embed.W_E", &[cfg.d_vocab, d])?, device),
         W_pos: cfg
             .has_pos_embed()
             .then(|| take("pos_embed.W_pos", &[cfg.n_ctx, d]))
@@ -105,11 +105,10 @@ pub fn weights_from_state_dict<B: Backend>(
             .map(|t| tensor(t, device)),
         blocks,
         ln_final: read_norm(&mut take, cfg.normalization_type, "ln_final", d, device)?,
-        W_U: tensor(take("unembed.W_U", &[d, cfg.vocab_out()])?, device),
-        b_U: tensor(take("unembed.b_U", &[cfg.vocab_out()])?, device),
+        W_U: tensor(take("unembed.W_U", &[d, cfg.d_vocab_out])?, device),
+        b_U: tensor(take("unembed.b_U", &[cfg.d_vocab_out])?, device),
     };
-    file.tensors
-        .retain(|name, _| !BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s)));
+    file.retain(|name| !BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s)));
     file.finish()?;
     Ok(weights)
 }
