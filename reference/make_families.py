@@ -144,6 +144,26 @@ FAMILIES: dict[str, dict] = {
         ),
         seed=18,
     ),
+    "gptj": dict(
+        cls="GPTJConfig",
+        kw=dict(
+            # GPT-J's own names (COMMON's hidden_size etc. map onto them); n_inner stays None: d_mlp = 4·n_embd
+            n_embd=32, n_layer=2, n_head=4, n_positions=64, n_inner=None,
+            rotary_dim=4,  # partial rotary, GPT-J's adjacent pairs
+            activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=False,
+        ),
+        drop=("intermediate_size",),
+        seed=19,
+    ),
+    "opt": dict(
+        cls="OPTConfig",
+        kw=dict(
+            ffn_dim=64, activation_function="relu", do_layer_norm_before=True, word_embed_proj_dim=32,
+            enable_bias=True, tie_word_embeddings=True,
+        ),
+        drop=("intermediate_size",),
+        seed=20,
+    ),
 }
 GEMMA_FAMILIES = ("gemma", "gemma2")
 
@@ -161,6 +181,8 @@ def build_model(fam: str):
     cfg_cls = getattr(transformers, spec["cls"])
     kw = dict(COMMON)
     kw.update(spec["kw"])
+    for key in spec.get("drop", ()):  # COMMON's names a family's config does not have
+        kw.pop(key)
     cfg = cfg_cls(**kw)
     torch.manual_seed(spec["seed"])
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager")

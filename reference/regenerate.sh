@@ -15,7 +15,7 @@ export PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES=""
 cd "$ROOT"
 "$PY" "$HERE/make_models.py"
 "$PY" "$HERE/make_plans.py"
-# tiny Llama/Mistral/Qwen2/Qwen3/GPT-NeoX/Phi-3/Gemma/Gemma-2 checkpoints (tests/models/hf-*), their plans
+# tiny Llama/Mistral/Qwen2/Qwen3/GPT-NeoX/Phi-3/Gemma/Gemma-2/GPT-J/OPT checkpoints (tests/models/hf-*), their plans
 # (tests/plans/hf-*.json) and TL's resolved configs (tests/golden/hf-*.tl-config.json)
 "$PY" "$HERE/make_families.py"
 mkdir -p tests/golden

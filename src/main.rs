@@ -61,8 +61,8 @@ enum Command {
 /// Which model and which tokens.
 #[derive(Args, Clone)]
 struct Input {
-    /// A model folder: a Hugging Face checkpoint (config.json + model.safetensors or its shards; gpt2, gpt_neox, llama,
-    /// mistral, qwen2, qwen3, phi3, gemma, gemma2) or TransformerLens (config.json + weights.safetensors), e.g.
+    /// A model folder: a Hugging Face checkpoint (config.json + model.safetensors or its shards; gpt2, gpt_neox, gptj,
+    /// opt, llama, mistral, qwen2, qwen3, phi3, gemma, gemma2) or TransformerLens (config.json + weights.safetensors), e.g.
     /// tests/models/hf-llama. Default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,

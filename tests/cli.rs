@@ -248,7 +248,7 @@ fn report_writes_html_and_prints_the_headline() {
 #[test]
 fn every_model_family_runs_report_and_lens() {
     for family in [
-        "neox", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
+        "neox", "gptj", "opt", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
     ] {
         let model = format!("tests/models/hf-{family}");
         let out = temp(&format!("report-{family}.html"));

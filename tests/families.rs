@@ -13,8 +13,8 @@ use tlens::{
 
 type B = burn_ndarray::NdArray<f32>;
 
-const FAMILIES: [&str; 8] = [
-    "neox", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
+const FAMILIES: [&str; 10] = [
+    "neox", "gptj", "opt", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
 ];
 
 fn root() -> PathBuf {
@@ -303,5 +303,16 @@ fn pos_slice_cannot_slice_flattened_qk_norm_hooks() {
     assert_eq!(
         cache.get("blocks.0.attn.hook_rot_q").unwrap().shape(),
         [1, 1, 4, 8]
+    );
+}
+
+#[test]
+fn post_norm_opt_is_refused() {
+    let dir = copy_of("opt", "post-norm");
+    edit_config(&dir, |c| c["do_layer_norm_before"] = false.into());
+    let err = load_err(&dir);
+    assert!(
+        matches!(&err, ModelError::Unsupported(m) if m.contains("do_layer_norm_before")),
+        "{err:?}"
     );
 }

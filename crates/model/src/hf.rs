@@ -1,9 +1,9 @@
 //! Hugging Face checkpoints of the Llama-style families (`llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma`,
-//! `gemma2`) and of `gpt_neox` (Pythia): `config.json` resolved into a [`HookedTransformerConfig`] as
+//! `gemma2`), of `gpt_neox` (Pythia), `gptj` and `opt`: `config.json` resolved into a [`HookedTransformerConfig`] as
 //! TransformerLens 3.9's `convert_hf_model_config` does, and the weights converted into a TransformerLens state dict as
 //! its `convert_llama_weights`, `convert_mistral_weights`, `convert_qwen2_weights`, `convert_qwen3_weights`,
-//! `convert_phi3_weights`, `convert_gemma_weights` and `convert_neox_weights` do
-//! (`transformer_lens/pretrained/weight_conversions/`).
+//! `convert_phi3_weights`, `convert_gemma_weights`, `convert_neox_weights`, `convert_gptj_weights` and
+//! `convert_opt_weights` do (`transformer_lens/pretrained/weight_conversions/`).
 //!
 //! GPT-2 folders go through [`crate::gpt2`].
 
@@ -20,8 +20,9 @@ use crate::error::{ModelError, Result};
 use crate::safetensors_file::TensorFile;
 
 /// The `model_type`s tlens loads, for error messages.
-pub const SUPPORTED_MODEL_TYPES: [&str; 9] = [
-    "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
+pub const SUPPORTED_MODEL_TYPES: [&str; 11] = [
+    "gpt2", "gpt_neox", "gptj", "opt", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma",
+    "gemma2",
 ];
 
 /// A model family: how its config reads and how its weights convert.
@@ -31,6 +32,10 @@ pub enum Family {
     Gpt2,
     /// GPT-NeoX and Pythia (`gpt_neox`): LayerNorm, partial NeoX rotary, parallel blocks, fused `query_key_value`.
     GptNeox,
+    /// GPT-J (`gptj`): LayerNorm shared by attention and MLP, partial rotary on adjacent pairs, parallel blocks.
+    GptJ,
+    /// OPT (`opt`): LayerNorm, learned positions (offset by 2), ReLU.
+    Opt,
     /// Llama 2 and 3 (`llama`): RMS, rotary (Llama 3.1 `rope_scaling`), grouped-query attention, SwiGLU.
     Llama,
     /// Mistral (`mistral`): Llama's block, with a sliding window on every layer when the config sets one.
@@ -53,6 +58,8 @@ impl Family {
         Ok(match model_type {
             "gpt2" => Self::Gpt2,
             "gpt_neox" => Self::GptNeox,
+            "gptj" => Self::GptJ,
+            "opt" => Self::Opt,
             "llama" => Self::Llama,
             "mistral" => Self::Mistral,
             "qwen2" => Self::Qwen2,
@@ -74,6 +81,8 @@ impl Family {
         match self {
             Self::Gpt2 => "GPT2LMHeadModel",
             Self::GptNeox => "GPTNeoXForCausalLM",
+            Self::GptJ => "GPTJForCausalLM",
+            Self::Opt => "OPTForCausalLM",
             Self::Llama => "LlamaForCausalLM",
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
@@ -86,6 +95,11 @@ impl Family {
 
     fn is_gemma(self) -> bool {
         matches!(self, Self::Gemma | Self::Gemma2)
+    }
+
+    /// LayerNorm families (the others use RMS norms and gated MLPs).
+    fn layer_norm(self) -> bool {
+        matches!(self, Self::Gpt2 | Self::GptNeox | Self::GptJ | Self::Opt)
     }
 }
 
@@ -108,24 +122,31 @@ fn config_err(source: &str, message: String) -> ModelError {
     }
 }
 
-/// The fields of the families' `config.json` that the conversion reads (a superset; each family reads its own).
+/// The fields of the families' `config.json` that the conversion reads (a superset; each family reads its own;
+/// GPT-J's and OPT's names are aliases).
 #[derive(Deserialize)]
 struct HfConfig {
+    #[serde(alias = "n_embd")]
     hidden_size: usize,
+    #[serde(alias = "n_head")]
     num_attention_heads: usize,
     #[serde(default)]
     num_key_value_heads: Option<usize>,
-    intermediate_size: usize,
+    /// The MLP width (`ffn_dim` in OPT, `n_inner` in GPT-J, where `null` means `4·n_embd`).
+    #[serde(default, alias = "ffn_dim", alias = "n_inner")]
+    intermediate_size: Option<usize>,
+    #[serde(alias = "n_layer")]
     num_hidden_layers: usize,
+    #[serde(alias = "n_positions")]
     max_position_embeddings: usize,
     vocab_size: usize,
     #[serde(default)]
     head_dim: Option<usize>,
     #[serde(default)]
     rms_norm_eps: Option<f64>,
-    #[serde(default)]
+    #[serde(default, alias = "layer_norm_epsilon")]
     layer_norm_eps: Option<f64>,
-    #[serde(default)]
+    #[serde(default, alias = "activation_function")]
     hidden_act: Option<String>,
     #[serde(default)]
     hidden_activation: Option<String>,
@@ -153,6 +174,12 @@ struct HfConfig {
     attn_logit_softcapping: Option<f64>,
     #[serde(default)]
     final_logit_softcapping: Option<f64>,
+    #[serde(default)]
+    rotary_dim: Option<usize>,
+    #[serde(default)]
+    do_layer_norm_before: Option<bool>,
+    #[serde(default)]
+    word_embed_proj_dim: Option<usize>,
     #[serde(default)]
     _name_or_path: Option<String>,
 }
@@ -217,7 +244,7 @@ pub fn config_from_json(
     let kv = hf.num_key_value_heads.unwrap_or(heads);
     // Llama, Qwen 3 and Phi-3 use plain attention when every head has its own key/value head.
     let n_key_value_heads = match family {
-        Family::GptNeox => None,
+        Family::GptNeox | Family::GptJ | Family::Opt => None,
         Family::Llama | Family::Qwen3 | Family::Phi3 if kv == heads => None,
         _ => Some(kv),
     };
@@ -242,15 +269,16 @@ pub fn config_from_json(
         other => return Err(err(format!("activation {other:?} is not supported"))),
     };
     let eps = match family {
-        Family::GptNeox => hf.layer_norm_eps.unwrap_or(1e-5),
+        Family::GptNeox | Family::GptJ => hf.layer_norm_eps.unwrap_or(1e-5),
+        Family::Opt => 1e-5,
         _ => hf.rms_norm_eps.unwrap_or(1e-6),
     };
     let mut cfg = HookedTransformerConfig {
         n_heads: heads,
-        d_mlp: hf.intermediate_size,
+        d_mlp: hf.intermediate_size.unwrap_or(4 * hf.hidden_size),
         act_fn: Some(act_fn),
         eps,
-        normalization_type: Some(if family == Family::GptNeox {
+        normalization_type: Some(if family.layer_norm() {
             NormalizationType::LN
         } else {
             NormalizationType::RMS
@@ -264,7 +292,7 @@ pub fn config_from_json(
             family,
             Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Gemma | Family::Gemma2
         ),
-        gated_mlp: family != Family::GptNeox,
+        gated_mlp: !family.layer_norm(),
         original_architecture: Some(family.architecture().into()),
         model_name: hf._name_or_path.clone().filter(|n| !n.is_empty()),
         ..HookedTransformerConfig::new(
@@ -286,6 +314,26 @@ pub fn config_from_json(
             cfg.rotary_base = hf.rotary_emb_base.or(hf.rope_theta()).unwrap_or(10000.0);
             cfg.parallel_attn_mlp = hf.use_parallel_residual.unwrap_or(true);
             cfg.default_prepend_bos = false;
+        }
+        Family::GptJ => {
+            cfg.rotary_dim = Some(hf.rotary_dim.unwrap_or(d_head));
+            cfg.rotary_adjacent_pairs = true;
+            cfg.parallel_attn_mlp = true;
+        }
+        Family::Opt => {
+            if hf.do_layer_norm_before == Some(false) {
+                return Err(ModelError::Unsupported(
+                    "OPT with do_layer_norm_before = false (post-norm blocks, as OPT-350m)".into(),
+                ));
+            }
+            if let Some(dim) = hf.word_embed_proj_dim.filter(|&d| d != hf.hidden_size) {
+                return Err(ModelError::Unsupported(format!(
+                    "OPT with word_embed_proj_dim {dim} != hidden_size {} (embedding projections)",
+                    hf.hidden_size
+                )));
+            }
+            cfg.positional_embedding_type = PositionalEmbeddingType::Standard;
+            cfg.rotary_dim = None;
         }
         Family::Llama => apply_llama3_rope_scaling(&mut cfg, &hf, source)?,
         Family::Qwen2 | Family::Qwen3 => {
@@ -387,6 +435,8 @@ pub fn convert_weights(
     match family {
         Family::Gpt2 => crate::gpt2::convert_weights(cfg, hf),
         Family::GptNeox => convert_neox(cfg, hf),
+        Family::GptJ => convert_gptj(cfg, hf),
+        Family::Opt => convert_opt(cfg, hf),
         _ => convert_llama_like(family, cfg, hf),
     }
 }
@@ -623,6 +673,124 @@ fn convert_neox(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Ten
         hf.take("gpt_neox.final_layer_norm.bias", &[d])?,
     );
     let unembed = hf.take("embed_out.weight", &[v, d])?;
+    tl.insert("unembed.W_U".to_string(), transpose(&unembed));
+    tl.insert("unembed.b_U".to_string(), zeros(vec![v]));
+    finish(hf, tl)
+}
+
+/// GPT-J: one LayerNorm (`ln_1`) feeds both attention and MLP, so it is both `ln1` and `ln2`; the unembedding has a
+/// bias.
+fn convert_gptj(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<TensorFile> {
+    drop_buffers(&mut hf);
+    let Dims { d, h, dh, m, v, .. } = Dims::of(cfg);
+    let mut tl = BTreeMap::new();
+    tl.insert(
+        "embed.W_E".to_string(),
+        hf.take("transformer.wte.weight", &[v, d])?,
+    );
+    for l in 0..cfg.n_layers {
+        let p = |s: &str| format!("transformer.h.{l}.{s}");
+        let t = |s: &str| format!("blocks.{l}.{s}");
+        let (w, b) = (
+            hf.take(&p("ln_1.weight"), &[d])?,
+            hf.take(&p("ln_1.bias"), &[d])?,
+        );
+        tl.insert(t("ln2.w"), w.clone());
+        tl.insert(t("ln2.b"), b.clone());
+        tl.insert(t("ln1.w"), w);
+        tl.insert(t("ln1.b"), b);
+        for (name, proj) in [("Q", "q_proj"), ("K", "k_proj"), ("V", "v_proj")] {
+            let weight = hf.take(&p(&format!("attn.{proj}.weight")), &[h * dh, d])?;
+            tl.insert(t(&format!("attn.W_{name}")), heads_in(&weight, h));
+            tl.insert(t(&format!("attn.b_{name}")), zeros(vec![h, dh]));
+        }
+        let w_o = hf.take(&p("attn.out_proj.weight"), &[d, h * dh])?;
+        tl.insert(t("attn.W_O"), reshaped(transpose(&w_o), vec![h, dh, d]));
+        tl.insert(t("attn.b_O"), zeros(vec![d]));
+        tl.insert(
+            t("mlp.W_in"),
+            transpose(&hf.take(&p("mlp.fc_in.weight"), &[m, d])?),
+        );
+        tl.insert(t("mlp.b_in"), hf.take(&p("mlp.fc_in.bias"), &[m])?);
+        tl.insert(
+            t("mlp.W_out"),
+            transpose(&hf.take(&p("mlp.fc_out.weight"), &[d, m])?),
+        );
+        tl.insert(t("mlp.b_out"), hf.take(&p("mlp.fc_out.bias"), &[d])?);
+    }
+    tl.insert(
+        "ln_final.w".to_string(),
+        hf.take("transformer.ln_f.weight", &[d])?,
+    );
+    tl.insert(
+        "ln_final.b".to_string(),
+        hf.take("transformer.ln_f.bias", &[d])?,
+    );
+    tl.insert(
+        "unembed.W_U".to_string(),
+        transpose(&hf.take("lm_head.weight", &[v, d])?),
+    );
+    tl.insert("unembed.b_U".to_string(), hf.take("lm_head.bias", &[v])?);
+    finish(hf, tl)
+}
+
+/// OPT: learned positions stored with an offset of 2 rows; every projection has a bias.
+fn convert_opt(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<TensorFile> {
+    drop_buffers(&mut hf);
+    let Dims { d, h, dh, m, v, .. } = Dims::of(cfg);
+    let mut tl = BTreeMap::new();
+    let embed = hf.take("model.decoder.embed_tokens.weight", &[v, d])?;
+    let unembed = match hf.contains("lm_head.weight") {
+        true => hf.take("lm_head.weight", &[v, d])?,
+        false => embed.clone(),
+    };
+    tl.insert("embed.W_E".to_string(), embed);
+    let positions = hf.take("model.decoder.embed_positions.weight", &[cfg.n_ctx + 2, d])?;
+    tl.insert(
+        "pos_embed.W_pos".to_string(),
+        rows(&positions, 2, cfg.n_ctx),
+    );
+    for l in 0..cfg.n_layers {
+        let p = |s: &str| format!("model.decoder.layers.{l}.{s}");
+        let t = |s: &str| format!("blocks.{l}.{s}");
+        for (ours, theirs) in [("ln1", "self_attn_layer_norm"), ("ln2", "final_layer_norm")] {
+            tl.insert(
+                t(&format!("{ours}.w")),
+                hf.take(&p(&format!("{theirs}.weight")), &[d])?,
+            );
+            tl.insert(
+                t(&format!("{ours}.b")),
+                hf.take(&p(&format!("{theirs}.bias")), &[d])?,
+            );
+        }
+        for (name, proj) in [("Q", "q_proj"), ("K", "k_proj"), ("V", "v_proj")] {
+            let weight = hf.take(&p(&format!("self_attn.{proj}.weight")), &[h * dh, d])?;
+            tl.insert(t(&format!("attn.W_{name}")), heads_in(&weight, h));
+            let bias = hf.take(&p(&format!("self_attn.{proj}.bias")), &[h * dh])?;
+            tl.insert(t(&format!("attn.b_{name}")), reshaped(bias, vec![h, dh]));
+        }
+        let w_o = hf.take(&p("self_attn.out_proj.weight"), &[d, h * dh])?;
+        tl.insert(t("attn.W_O"), reshaped(transpose(&w_o), vec![h, dh, d]));
+        tl.insert(t("attn.b_O"), hf.take(&p("self_attn.out_proj.bias"), &[d])?);
+        tl.insert(
+            t("mlp.W_in"),
+            transpose(&hf.take(&p("fc1.weight"), &[m, d])?),
+        );
+        tl.insert(t("mlp.b_in"), hf.take(&p("fc1.bias"), &[m])?);
+        tl.insert(
+            t("mlp.W_out"),
+            transpose(&hf.take(&p("fc2.weight"), &[d, m])?),
+        );
+        tl.insert(t("mlp.b_out"), hf.take(&p("fc2.bias"), &[d])?);
+    }
+    tl.insert(
+        "ln_final.w".to_string(),
+        hf.take("model.decoder.final_layer_norm.weight", &[d])?,
+    );
+    tl.insert(
+        "ln_final.b".to_string(),
+        hf.take("model.decoder.final_layer_norm.bias", &[d])?,
+    );
     tl.insert("unembed.W_U".to_string(), transpose(&unembed));
     tl.insert("unembed.b_U".to_string(), zeros(vec![v]));
     finish(hf, tl)

@@ -1,6 +1,6 @@
 //! A hooked transformer on burn, generic over the backend: the forward pass with every TransformerLens hook point
 //! (learned or rotary positions, grouped-query attention, standard or gated MLPs, sequential or parallel blocks),
-//! weight loading (Hugging Face checkpoints of GPT-2, GPT-NeoX, Llama, Mistral, Qwen 2/3, Phi-3 and Gemma 1/2, and
+//! weight loading (Hugging Face checkpoints of GPT-2, GPT-NeoX, GPT-J, OPT, Llama, Mistral, Qwen 2/3, Phi-3 and Gemma 1/2, and
 //! TransformerLens state dicts), TransformerLens's weight processing, and the tokenizer helpers.
 
 mod activation;

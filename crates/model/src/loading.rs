@@ -24,7 +24,7 @@ pub struct LoadedModel<B: Backend> {
 }
 
 /// Loads a Hugging Face checkpoint folder of any supported family (`config.json`'s `model_type`: `gpt2`,
-/// `gpt_neox`, `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma2`), as TransformerLens's
+/// `gpt_neox`, `gptj`, `opt`, `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma2`), as TransformerLens's
 /// `from_pretrained` would: the config and weights converted by TransformerLens's rules for the family, then
 /// `processing`. The weights are `model.safetensors` or the shards that `model.safetensors.index.json` lists, in f32,
 /// f16 or bf16; the tokenizer (`tokenizer.json`, or GPT-2's `vocab.json` + `merges.txt`) is optional.
