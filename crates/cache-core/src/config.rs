@@ -130,6 +130,28 @@ pub enum AttentionDir {
     Bidirectional,
 }
 
+/// The MLP's form, resolved from `act_fn` and `gated_mlp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlpKind {
+    /// `post = act(x·W_in + b_in)`.
+    Standard(ActFn),
+    /// `post = act(x·W_gate) * (x·W_in) + b_in` (SwiGLU, GeGLU; TransformerLens's `GatedMLP`).
+    Gated(ActFn),
+    /// `post = LN(x·softmax(x))` over the MLP width, with `x = x·W_in + b_in` (`act_fn = solu_ln`).
+    Solu,
+}
+
+/// How a block combines attention and MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Attention only (`attn_only`).
+    AttnOnly,
+    /// The MLP reads the stream after attention (`hook_resid_mid`).
+    Sequential,
+    /// Attention and MLP both read the block's input (`parallel_attn_mlp`: GPT-J, GPT-NeoX).
+    Parallel,
+}
+
 /// Whether a layer's attention sees every earlier key or only the last `window_size` (TransformerLens's
 /// `attn_types`, as Gemma 2 alternates them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,5 +444,24 @@ impl HookedTransformerConfig {
     /// Whether the blocks have MLPs.
     pub fn has_mlp(&self) -> bool {
         !self.attn_only
+    }
+
+    /// How the blocks combine attention and MLP.
+    pub fn block_kind(&self) -> BlockKind {
+        match (self.attn_only, self.parallel_attn_mlp) {
+            (true, _) => BlockKind::AttnOnly,
+            (false, false) => BlockKind::Sequential,
+            (false, true) => BlockKind::Parallel,
+        }
+    }
+
+    /// The MLP's form; `None` for attention-only models (a resolved config with MLPs always has an `act_fn`).
+    pub fn mlp_kind(&self) -> Option<MlpKind> {
+        let act = self.act_fn.filter(|_| self.has_mlp())?;
+        Some(match (act, self.gated_mlp) {
+            (ActFn::SoluLn, _) => MlpKind::Solu,
+            (act, true) => MlpKind::Gated(act),
+            (act, false) => MlpKind::Standard(act),
+        })
     }
 }

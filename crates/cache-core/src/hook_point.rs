@@ -15,7 +15,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::config::{ActFn, HookedTransformerConfig};
+use crate::config::{BlockKind, HookedTransformerConfig, MlpKind};
 use crate::hook_names::CacheKey;
 
 /// A norm's two hooks.
@@ -376,7 +376,7 @@ pub fn hook_points(cfg: &HookedTransformerConfig) -> Vec<HookPoint> {
 fn fires(cfg: &HookedTransformerConfig, hook: BlockHook) -> bool {
     let mlp = cfg.has_mlp();
     let norm = cfg.normalization_type.is_some();
-    let solu = mlp && cfg.act_fn == Some(ActFn::SoluLn);
+    let solu = cfg.mlp_kind() == Some(MlpKind::Solu);
     match hook {
         BlockHook::Norm(Norm::Ln1, _) => norm,
         BlockHook::Norm(Norm::Ln2, _) => mlp && norm,
@@ -386,9 +386,9 @@ fn fires(cfg: &HookedTransformerConfig, hook: BlockHook) -> bool {
         BlockHook::Norm(Norm::MlpLn, _) | BlockHook::MlpMid => solu,
         BlockHook::RotQ | BlockHook::RotK => !cfg.has_pos_embed(),
         BlockHook::Result => cfg.use_attn_result,
-        BlockHook::ResidMid => mlp && !cfg.parallel_attn_mlp,
+        BlockHook::ResidMid => cfg.block_kind() == BlockKind::Sequential,
         BlockHook::MlpPre | BlockHook::MlpPost | BlockHook::MlpOut => mlp,
-        BlockHook::MlpPreLinear => mlp && cfg.gated_mlp && !solu,
+        BlockHook::MlpPreLinear => matches!(cfg.mlp_kind(), Some(MlpKind::Gated(_))),
         BlockHook::ResidPre
         | BlockHook::Q
         | BlockHook::K

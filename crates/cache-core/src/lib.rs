@@ -63,7 +63,7 @@ pub mod weights;
 pub use attribution::{LogitAttrs, TokenIds};
 pub use cache::{ActivationCache, ModelParams};
 pub use config::{
-    ActFn, AttentionDir, AttnType, HookedTransformerConfig, NormalizationType,
+    ActFn, AttentionDir, AttnType, BlockKind, HookedTransformerConfig, MlpKind, NormalizationType,
     PositionalEmbeddingType,
 };
 pub use decomposition::GetFullResidDecomposition;

@@ -10,7 +10,7 @@ use burn_tensor::{Tensor, TensorData, backend::Backend};
 use indexmap::IndexMap;
 
 use crate::cache::{ActivationCache, ModelParams};
-use crate::config::{ActFn, HookedTransformerConfig, NormalizationType};
+use crate::config::{ActFn, HookedTransformerConfig, MlpKind, NormalizationType};
 use crate::dyn_tensor::DynTensor;
 use crate::hook_point::{BlockHook, HookPoint, Norm, NormHook};
 use crate::recorder::RunOptions;
@@ -101,7 +101,8 @@ pub fn random_params_for<B: Backend>(
             mlp: Some(MlpWeights {
                 W_in: rng.tensor([d, m], device),
                 b_in: rng.tensor([m], device),
-                W_gate: cfg.gated_mlp.then(|| rng.tensor([d, m], device)),
+                W_gate: matches!(cfg.mlp_kind(), Some(MlpKind::Gated(_)))
+                    .then(|| rng.tensor([d, m], device)),
                 W_out: rng.tensor([m, d], device),
                 b_out: rng.tensor([d], device),
                 ln: None,

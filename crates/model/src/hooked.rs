@@ -6,9 +6,9 @@ use std::sync::Arc;
 use burn_tensor::{Bool, Tensor, backend::Backend};
 use tlens_cache_core::error::closest;
 use tlens_cache_core::{
-    ActFn, ActivationCache, AttentionDir, BlockHook, BlockWeights, CacheError, HookPoint,
-    HookRecorder, HookedTransformerConfig, ModelParams, NamesFilter, Norm, NormHook, NormWeights,
-    RunOptions, TransformerWeights, hook_points,
+    ActFn, ActivationCache, AttentionDir, BlockHook, BlockKind, BlockWeights, CacheError,
+    HookPoint, HookRecorder, HookedTransformerConfig, ModelParams, NamesFilter, Norm, NormHook,
+    NormWeights, RunOptions, TransformerWeights, hook_points,
 };
 
 use crate::error::{ModelError, Result};
@@ -202,12 +202,13 @@ fn block_forward<B: Backend>(
         rec.record(b(BlockHook::ResidPost), &resid)?;
         return Ok(resid);
     };
-    let (mlp_in, resid) = if ctx.cfg.parallel_attn_mlp {
-        (resid.clone(), resid + attn_out)
-    } else {
-        let mid = resid + attn_out;
-        rec.record(b(BlockHook::ResidMid), &mid)?;
-        (mid.clone(), mid)
+    let (mlp_in, resid) = match ctx.cfg.block_kind() {
+        BlockKind::Parallel => (resid.clone(), resid + attn_out),
+        BlockKind::Sequential | BlockKind::AttnOnly => {
+            let mid = resid + attn_out;
+            rec.record(b(BlockHook::ResidMid), &mid)?;
+            (mid.clone(), mid)
+        }
     };
     let mlp_in = norm(block.ln2.as_ref(), mlp_in, eps, at(Norm::Ln2), rec)?;
     let mlp_out = mlp::forward(ctx.cfg, l, mlp, mlp_in, rec)?;

@@ -3,7 +3,7 @@
 
 use burn_tensor::{Tensor, backend::Backend};
 use tlens_cache_core::{
-    ActFn, BlockHook, HookPoint, HookRecorder, HookedTransformerConfig, MlpWeights, Norm,
+    ActFn, BlockHook, HookPoint, HookRecorder, HookedTransformerConfig, MlpKind, MlpWeights, Norm,
 };
 
 use crate::activation;
@@ -19,23 +19,30 @@ pub(crate) fn forward<B: Backend>(
     x: Tensor<B, 3>,
     rec: &mut HookRecorder<B>,
 ) -> Result<Tensor<B, 3>> {
-    let act = cfg
-        .act_fn
-        .expect("checked: models with MLPs have an activation");
+    let kind = cfg
+        .mlp_kind()
+        .expect("checked: blocks with MLP weights have an MLP kind");
     let b = |hook: BlockHook| HookPoint::Block(layer, hook);
     let linear = |weight: &Tensor<B, 2>| x.clone().matmul(weight.clone().unsqueeze::<3>());
     let b_in = w.b_in.clone().unsqueeze::<3>();
-    let post = if let Some(w_gate) = &w.W_gate {
-        let pre = linear(w_gate);
-        rec.record(b(BlockHook::MlpPre), &pre)?;
-        let pre_linear = linear(&w.W_in);
-        rec.record(b(BlockHook::MlpPreLinear), &pre_linear)?;
-        activation::apply(act, pre) * pre_linear + b_in
-    } else {
-        let pre = linear(&w.W_in) + b_in;
-        rec.record(b(BlockHook::MlpPre), &pre)?;
-        if act == ActFn::SoluLn {
-            let mid = activation::apply(act, pre);
+    let post = match (kind, &w.W_gate) {
+        (MlpKind::Gated(act), Some(w_gate)) => {
+            let pre = linear(w_gate);
+            rec.record(b(BlockHook::MlpPre), &pre)?;
+            let pre_linear = linear(&w.W_in);
+            rec.record(b(BlockHook::MlpPreLinear), &pre_linear)?;
+            activation::apply(act, pre) * pre_linear + b_in
+        }
+        (MlpKind::Gated(_), None) => unreachable!("a gated config's weights are read with W_gate"),
+        (MlpKind::Standard(act), _) => {
+            let pre = linear(&w.W_in) + b_in;
+            rec.record(b(BlockHook::MlpPre), &pre)?;
+            activation::apply(act, pre)
+        }
+        (MlpKind::Solu, _) => {
+            let pre = linear(&w.W_in) + b_in;
+            rec.record(b(BlockHook::MlpPre), &pre)?;
+            let mid = activation::apply(ActFn::SoluLn, pre);
             rec.record(b(BlockHook::MlpMid), &mid)?;
             norm(
                 w.ln.as_ref(),
@@ -44,8 +51,6 @@ pub(crate) fn forward<B: Backend>(
                 |h| b(BlockHook::Norm(Norm::MlpLn, h)),
                 rec,
             )?
-        } else {
-            activation::apply(act, pre)
         }
     };
     rec.record(b(BlockHook::MlpPost), &post)?;

@@ -3,7 +3,7 @@
 
 use burn_tensor::{Tensor, TensorData, backend::Backend};
 use tlens_cache_core::{
-    ActFn, AttentionWeights, BlockWeights, HookedTransformerConfig, MlpWeights, NormWeights,
+    AttentionWeights, BlockWeights, HookedTransformerConfig, MlpKind, MlpWeights, NormWeights,
     NormalizationType, TransformerWeights,
 };
 
@@ -57,9 +57,9 @@ pub fn weights_from_state_dict<B: Backend>(
             k_norm: read_norm(&mut take, qk_norm, &p("attn.k_norm"), dh, device)?,
         };
         let ln1_post = read_norm(&mut take, post, &p("ln1_post"), d, device)?;
-        let (ln2, mlp, ln2_post) = if cfg.has_mlp() {
+        let (ln2, mlp, ln2_post) = if let Some(kind) = cfg.mlp_kind() {
             let ln2 = read_norm(&mut take, cfg.normalization_type, &p("ln2"), d, device)?;
-            let solu_ln = if cfg.act_fn == Some(ActFn::SoluLn) {
+            let solu_ln = if kind == MlpKind::Solu {
                 // TransformerLens gives SoLU's inner norm weights only when the model's norm is LN.
                 let kind = if cfg.normalization_type == Some(NormalizationType::LN) {
                     NormalizationType::LN
@@ -73,8 +73,7 @@ pub fn weights_from_state_dict<B: Backend>(
             let mlp = MlpWeights {
                 W_in: tensor(take(&p("mlp.W_in"), &[d, m])?, device),
                 b_in: tensor(take(&p("mlp.b_in"), &[m])?, device),
-                W_gate: cfg
-                    .gated_mlp
+                W_gate: matches!(kind, MlpKind::Gated(_))
                     .then(|| take(&p("mlp.W_gate"), &[d, m]))
                     .transpose()?
                     .map(|t| tensor(t, device)),
