@@ -15,6 +15,11 @@ tokens, then calls `getattr(cache, method)(**decoded_args)` for each call in ord
 * metadata `labels/<id>` (compact JSON array of strings), `error/<id>` (one line: `ExceptionType: message`),
   `plan` (the plan file's text)
 
+Interventions and gradients (plan-format.md, "Interventions and gradients"; reference/README.md): `run.hooks` are
+forward hooks added with `model.hooks(fwd_hooks=...)` around the run, so they fire before the caching hooks at the
+same point; `run.incl_bwd` (a metric) back-propagates the metric of the logits and caches `<hook>_grad`; a call
+`patching.get_act_patch_*` runs that `transformer_lens.patching` function with the run's cache as the clean cache.
+
 Exit status is non-zero only when the plan cannot be read or the model cannot be loaded (or the run itself fails).
 """
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # transformer_lens.patching shows a progress bar per function
 
 import struct  # noqa: E402
 

@@ -1,7 +1,7 @@
 //! The cache layer of tlens: TransformerLens's `ActivationCache`, hook names and `Slice`, generic over burn's
 //! [`Backend`](burn_tensor::backend::Backend).
 //!
-//! Nothing here knows a concrete backend; the model crate fills a cache through a [`HookRecorder`], and every method
+//! Nothing here knows a concrete backend; the model crate fills a cache through a [`CacheHook`], and every method
 //! runs on whatever backend the tensors live on.
 //!
 //! # The `ActivationCache` API, by TransformerLens name
@@ -50,6 +50,7 @@ pub mod error;
 pub mod heads;
 pub mod hook_names;
 pub mod hook_point;
+pub mod hooks;
 pub mod ln;
 pub mod neurons;
 pub mod recorder;
@@ -72,9 +73,10 @@ pub use error::{CacheError, Result};
 pub use heads::{StackHeadResults, head_outputs};
 pub use hook_names::{CacheKey, get_act_name};
 pub use hook_point::{BlockHook, HookPoint, Norm, NormHook, hook_points};
+pub use hooks::{Hook, Hooks};
 pub use ln::ApplyLnToStack;
 pub use neurons::{GetNeuronResults, StackNeuronResults};
-pub use recorder::{HookRecorder, NamesFilter, RunOptions};
+pub use recorder::{CacheHook, NamesFilter, RunOptions};
 pub use resid::{AccumulatedResid, DecomposeMode, DecomposeResid, LensOutput, LogitLens};
 pub use slice::Slice;
 pub use stack::Stack;

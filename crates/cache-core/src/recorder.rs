@@ -1,13 +1,14 @@
-//! What `run_with_cache` keeps: the options of a run and the recorder the forward pass reports each hook to.
+//! What `run_with_cache` keeps: the options of a run and the caching hook ([`CacheHook`]).
 
 use std::sync::Arc;
 
-use burn_tensor::{Tensor, backend::Backend};
+use burn_tensor::backend::Backend;
 use indexmap::IndexMap;
 
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::hook_point::HookPoint;
+use crate::hooks::Hook;
 use crate::slice::Slice;
 
 /// Which hooks a run keeps.
@@ -73,33 +74,15 @@ pub struct RunOptions {
     pub pos_slice: Slice,
 }
 
-/// Receives every hook of a forward pass and keeps what the [`RunOptions`] ask for, already sliced.
-///
-/// Hooks that are filtered out cost nothing: the forward pass asks [`HookRecorder::wants`] first.
-pub struct HookRecorder<B: Backend> {
+/// The caching hook of `run_with_cache`: keeps what the [`RunOptions`] ask for, already sliced, and changes nothing.
+pub struct CacheHook<B: Backend> {
     options: RunOptions,
     entries: IndexMap<String, DynTensor<B>>,
 }
 
-impl<B: Backend> HookRecorder<B> {
-    /// A recorder for one run.
-    pub fn new(options: RunOptions) -> Self {
-        Self {
-            options,
-            entries: IndexMap::new(),
-        }
-    }
-
-    /// A recorder that keeps nothing (a plain forward pass).
-    pub fn disabled() -> Self {
-        Self::new(RunOptions {
-            names_filter: NamesFilter::Names(Vec::new()),
-            ..RunOptions::default()
-        })
-    }
-
-    /// Whether the run keeps this hook.
-    pub fn wants(&self, point: HookPoint) -> bool {
+impl<B: Backend> Hook<B> for CacheHook<B> {
+    /// The hooks the names filter keeps.
+    fn fires_at(&self, point: HookPoint) -> bool {
         match &self.options.names_filter {
             NamesFilter::All => true,
             NamesFilter::Names(names) if names.is_empty() => false,
@@ -107,16 +90,13 @@ impl<B: Backend> HookRecorder<B> {
         }
     }
 
-    /// Reports a hook's activation; kept (sliced, batch axis removed if asked) when the filter keeps it.
-    pub fn record<const D: usize>(
+    /// Keeps the activation (sliced, batch axis removed if asked).
+    fn apply(
         &mut self,
         point: HookPoint,
-        activation: &Tensor<B, D>,
-    ) -> Result<()> {
-        if !self.wants(point) {
-            return Ok(());
-        }
-        let mut t = DynTensor::new(activation.clone());
+        activation: &DynTensor<B>,
+    ) -> Result<Option<DynTensor<B>>> {
+        let mut t = activation.clone();
         let pos_slice = self.options.pos_slice.keeping_axis();
         if pos_slice != Slice::All {
             let axis = point.position_axis().ok_or_else(|| {
@@ -137,10 +117,20 @@ impl<B: Backend> HookRecorder<B> {
             t = t.index(0, 0)?;
         }
         self.entries.insert(point.to_string(), t);
-        Ok(())
+        Ok(None)
+    }
+}
+
+impl<B: Backend> CacheHook<B> {
+    /// A caching hook for one run.
+    pub fn new(options: RunOptions) -> Self {
+        Self {
+            options,
+            entries: IndexMap::new(),
+        }
     }
 
-    /// The options this recorder runs with.
+    /// The options this cache runs with.
     pub fn options(&self) -> &RunOptions {
         &self.options
     }

@@ -43,25 +43,42 @@ impl<B: Backend> NormWeights<B> {
 
     /// Applies the norm over the last axis, in the order and precision TransformerLens uses.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, eps: f64) -> NormOutput<B, D> {
+        let (x, scale) = self.centre_and_scale(x, eps);
+        let normalized = x / scale.clone();
+        let output = self.affine(normalized.clone());
+        NormOutput {
+            scale,
+            normalized,
+            output,
+        }
+    }
+
+    /// The first half of the norm: the input centred (LN) and its scale `sqrt(mean(x²) + eps)` (`hook_scale`).
+    /// The normalised value is `centred / scale` (`hook_normalized`), the output [`NormWeights::affine`] of it.
+    pub fn centre_and_scale<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        eps: f64,
+    ) -> (Tensor<B, D>, Tensor<B, D>) {
         let x = if self.kind.centers() {
             x.clone() - x.mean_dim(D - 1)
         } else {
             x
         };
         let scale = (x.clone().powi_scalar(2).mean_dim(D - 1) + eps).sqrt();
-        let normalized = x / scale.clone();
-        let mut output = normalized.clone();
+        (x, scale)
+    }
+
+    /// The second half of the norm: `normalized · w + b` with the weights it has.
+    pub fn affine<const D: usize>(&self, normalized: Tensor<B, D>) -> Tensor<B, D> {
+        let mut output = normalized;
         if let Some(w) = &self.w {
             output = output * w.clone().unsqueeze::<D>();
         }
         if let Some(b) = &self.b {
             output = output + b.clone().unsqueeze::<D>();
         }
-        NormOutput {
-            scale,
-            normalized,
-            output,
-        }
+        output
     }
 
     /// Applies the norm to every vector of a [`DynTensor`] (last axis), with fresh statistics.

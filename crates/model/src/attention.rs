@@ -4,7 +4,7 @@
 
 use burn_tensor::{Tensor, activation::softmax, backend::Backend};
 use tlens_cache_core::{
-    AttentionWeights, BlockHook, HookPoint, HookRecorder, Norm, NormHook, head_outputs,
+    AttentionWeights, BlockHook, HookPoint, Hooks, Norm, NormHook, head_outputs,
 };
 
 use crate::error::Result;
@@ -17,31 +17,43 @@ pub(crate) fn forward<B: Backend>(
     layer: usize,
     w: &AttentionWeights<B>,
     x: Tensor<B, 3>,
-    rec: &mut HookRecorder<B>,
+    hooks: &mut Hooks<'_, B>,
 ) -> Result<Tensor<B, 3>> {
     let cfg = ctx.cfg;
     let [batch, pos, d_model] = x.dims();
     let (heads, d_head) = (cfg.n_heads, cfg.d_head);
     let b = |hook: BlockHook| HookPoint::Block(layer, hook);
     let q = project(&x, &w.W_Q, &w.b_Q);
-    rec.record(b(BlockHook::Q), &q)?;
+    let q = hooks.fire(b(BlockHook::Q), q)?;
     let k = project(&x, &w.W_K, &w.b_K);
-    rec.record(b(BlockHook::K), &k)?;
+    let k = hooks.fire(b(BlockHook::K), k)?;
     let v = project(&x, &w.W_V, &w.b_V);
-    rec.record(b(BlockHook::V), &v)?;
+    let v = hooks.fire(b(BlockHook::V), v)?;
     let (q, k) = match (&w.q_norm, &w.k_norm) {
         (Some(qn), Some(kn)) => (
-            head_norm(qn, q, cfg.eps, |h| b(BlockHook::Norm(Norm::QNorm, h)), rec)?,
-            head_norm(kn, k, cfg.eps, |h| b(BlockHook::Norm(Norm::KNorm, h)), rec)?,
+            head_norm(
+                qn,
+                q,
+                cfg.eps,
+                |h| b(BlockHook::Norm(Norm::QNorm, h)),
+                hooks,
+            )?,
+            head_norm(
+                kn,
+                k,
+                cfg.eps,
+                |h| b(BlockHook::Norm(Norm::KNorm, h)),
+                hooks,
+            )?,
         ),
         _ => (q, k),
     };
     let (q, k) = match &ctx.rotary {
         Some(rotary) => {
             let q = rotary.apply(q);
-            rec.record(b(BlockHook::RotQ), &q)?;
+            let q = hooks.fire(b(BlockHook::RotQ), q)?;
             let k = rotary.apply(k);
-            rec.record(b(BlockHook::RotK), &k)?;
+            let k = hooks.fire(b(BlockHook::RotK), k)?;
             (q, k)
         }
         None => (q, k),
@@ -63,17 +75,17 @@ pub(crate) fn forward<B: Backend>(
         None => ctx.causal.clone(),
     };
     let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
-    rec.record(b(BlockHook::AttnScores), &scores)?;
+    let scores = hooks.fire(b(BlockHook::AttnScores), scores)?;
     let pattern = softmax(scores, 3);
-    rec.record(b(BlockHook::Pattern), &pattern)?;
+    let pattern = hooks.fire(b(BlockHook::Pattern), pattern)?;
     let z = pattern.matmul(v.swap_dims(1, 2)).swap_dims(1, 2);
-    rec.record(b(BlockHook::Z), &z)?;
+    let z = hooks.fire(b(BlockHook::Z), z)?;
 
     if cfg.use_attn_result {
         let result = head_outputs(z.reshape([batch * pos, heads, d_head]), w.W_O.clone())
             .reshape([heads, batch, pos, d_model])
             .permute([1, 2, 0, 3]);
-        rec.record(b(BlockHook::Result), &result)?;
+        let result = hooks.fire(b(BlockHook::Result), result)?;
         Ok(result.sum_dim(2).reshape([batch, pos, d_model]) + w.b_O.clone().unsqueeze::<3>())
     } else {
         let w_o = w.W_O.clone().reshape([heads * d_head, d_model]);
@@ -107,11 +119,11 @@ fn head_norm<B: Backend>(
     x: Tensor<B, 4>,
     eps: f64,
     at: impl Fn(NormHook) -> HookPoint,
-    rec: &mut HookRecorder<B>,
+    hooks: &mut Hooks<'_, B>,
 ) -> Result<Tensor<B, 4>> {
     let [batch, pos, heads, d_head] = x.dims();
     let flat = x.reshape([batch * pos * heads, d_head]);
-    Ok(norm(Some(w), flat, eps, at, rec)?.reshape([batch, pos, heads, d_head]))
+    Ok(norm(Some(w), flat, eps, at, hooks)?.reshape([batch, pos, heads, d_head]))
 }
 
 /// Grouped-query attention: each key/value head serves `heads / kv_heads` consecutive query heads

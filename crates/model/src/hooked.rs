@@ -7,8 +7,8 @@ use burn_tensor::{Bool, Tensor, backend::Backend};
 use tlens_cache_core::error::closest;
 use tlens_cache_core::{
     ActFn, ActivationCache, AttentionDir, BlockHook, BlockKind, BlockWeights, CacheError,
-    HookPoint, HookRecorder, HookedTransformerConfig, ModelParams, NamesFilter, Norm, NormHook,
-    NormWeights, RunOptions, TransformerWeights, hook_points,
+    CacheHook, Hook, HookPoint, HookedTransformerConfig, Hooks, ModelParams, NamesFilter, Norm,
+    NormHook, NormWeights, RunOptions, TransformerWeights, hook_points,
 };
 
 use crate::error::{ModelError, Result};
@@ -61,7 +61,18 @@ impl<B: Backend> HookedTransformer<B> {
 
     /// Logits `[batch, pos, d_vocab_out]` for a batch of tokens.
     pub fn forward(&self, tokens: &TokenBatch) -> Result<Tensor<B, 3>> {
-        self.run(tokens, &mut HookRecorder::disabled(), None)
+        self.run(tokens, &mut Hooks::none(), None)
+    }
+
+    /// Logits of a run with forward hooks (TransformerLens's `run_with_hooks(fwd_hooks=...)`): each hook, in order,
+    /// sees the activations at the hook points it fires at and may replace them.
+    pub fn run_with_hooks(
+        &self,
+        tokens: &TokenBatch,
+        hooks: &mut [&mut dyn Hook<B>],
+    ) -> Result<Tensor<B, 3>> {
+        let hooks = hooks.iter_mut().map(|h| reborrow(*h)).collect();
+        self.run(tokens, &mut Hooks::new(hooks), None)
     }
 
     /// Runs the model and caches the activations the options ask for.
@@ -71,6 +82,17 @@ impl<B: Backend> HookedTransformer<B> {
     pub fn run_with_cache(
         &self,
         tokens: &TokenBatch,
+        options: RunOptions,
+    ) -> Result<(Tensor<B, 3>, ActivationCache<B>)> {
+        self.run_with_hooks_and_cache(tokens, &mut [], options)
+    }
+
+    /// [`run_with_cache`](Self::run_with_cache) with forward hooks active: the hooks run first at each hook point, so
+    /// the logits and the cache show what they changed (`with model.hooks(fwd_hooks): model.run_with_cache(...)`).
+    pub fn run_with_hooks_and_cache(
+        &self,
+        tokens: &TokenBatch,
+        hooks: &mut [&mut dyn Hook<B>],
         options: RunOptions,
     ) -> Result<(Tensor<B, 3>, ActivationCache<B>)> {
         let all = self.hook_names();
@@ -87,9 +109,11 @@ impl<B: Backend> HookedTransformer<B> {
             .stop_at_layer
             .map(|s| self.resolve_stop(s))
             .transpose()?;
-        let mut recorder = HookRecorder::new(options);
-        let output = self.run(tokens, &mut recorder, stop)?;
-        let (options, entries) = recorder.into_entries();
+        let mut cache = CacheHook::new(options);
+        let mut all_hooks: Vec<&mut dyn Hook<B>> = hooks.iter_mut().map(|h| reborrow(*h)).collect();
+        all_hooks.push(&mut cache);
+        let output = self.run(tokens, &mut Hooks::new(all_hooks), stop)?;
+        let (options, entries) = cache.into_entries();
         Ok((
             output,
             ActivationCache::new(entries, self.params.clone(), options),
@@ -109,11 +133,11 @@ impl<B: Backend> HookedTransformer<B> {
         Ok(resolved as usize)
     }
 
-    /// The forward pass, reporting every hook to `rec`; stops before block `stop` (then returns the residual stream).
+    /// The forward pass through `hooks`; stops before block `stop` (then returns the residual stream).
     fn run(
         &self,
         tokens: &TokenBatch,
-        rec: &mut HookRecorder<B>,
+        hooks: &mut Hooks<'_, B>,
         stop: Option<usize>,
     ) -> Result<Tensor<B, 3>> {
         let cfg = self.cfg();
@@ -128,7 +152,7 @@ impl<B: Backend> HookedTransformer<B> {
             .clone()
             .select(0, tokens.to_flat_tensor::<B>(&device))
             .reshape([batch, pos, d_model]);
-        rec.record(HookPoint::Embed, &embed)?;
+        let embed = hooks.fire(HookPoint::Embed, embed)?;
         let mut resid = embed;
         if let Some(w_pos) = &w.W_pos {
             let pos_embed = w_pos
@@ -136,7 +160,7 @@ impl<B: Backend> HookedTransformer<B> {
                 .narrow(0, 0, pos)
                 .unsqueeze::<3>()
                 .expand([batch, pos, d_model]);
-            rec.record(HookPoint::PosEmbed, &pos_embed)?;
+            let pos_embed = hooks.fire(HookPoint::PosEmbed, pos_embed)?;
             resid = resid + pos_embed;
         }
 
@@ -151,16 +175,22 @@ impl<B: Backend> HookedTransformer<B> {
             .enumerate()
             .take(stop.unwrap_or(cfg.n_layers))
         {
-            resid = block_forward(&ctx, l, block, resid, rec)?;
+            resid = block_forward(&ctx, l, block, resid, hooks)?;
         }
         if stop.is_some() {
             return Ok(resid);
         }
-        let resid = norm(w.ln_final.as_ref(), resid, cfg.eps, HookPoint::LnFinal, rec)?;
-        rec.record(HookPoint::UnembedIn, &resid)?;
+        let resid = norm(
+            w.ln_final.as_ref(),
+            resid,
+            cfg.eps,
+            HookPoint::LnFinal,
+            hooks,
+        )?;
+        let resid = hooks.fire(HookPoint::UnembedIn, resid)?;
         let logits = resid.matmul(w.W_U.clone().unsqueeze::<3>()) + w.b_U.clone().unsqueeze::<3>();
         // TransformerLens caps the logits after the unembed, so `unembed.hook_out` holds them uncapped.
-        rec.record(HookPoint::UnembedOut, &logits)?;
+        let logits = hooks.fire(HookPoint::UnembedOut, logits)?;
         Ok(soft_cap(logits, cfg.output_logits_soft_cap))
     }
 }
@@ -181,48 +211,53 @@ fn block_forward<B: Backend>(
     l: usize,
     block: &BlockWeights<B>,
     resid: Tensor<B, 3>,
-    rec: &mut HookRecorder<B>,
+    hooks: &mut Hooks<'_, B>,
 ) -> Result<Tensor<B, 3>> {
     let eps = ctx.cfg.eps;
     let b = |hook: BlockHook| HookPoint::Block(l, hook);
     let at = |n: Norm| move |h: NormHook| b(BlockHook::Norm(n, h));
-    rec.record(b(BlockHook::ResidPre), &resid)?;
-    let attn_in = norm(block.ln1.as_ref(), resid.clone(), eps, at(Norm::Ln1), rec)?;
-    let attn_out = attention::forward(ctx, l, &block.attn, attn_in, rec)?;
+    let resid = hooks.fire(b(BlockHook::ResidPre), resid)?;
+    let attn_in = norm(block.ln1.as_ref(), resid.clone(), eps, at(Norm::Ln1), hooks)?;
+    let attn_out = attention::forward(ctx, l, &block.attn, attn_in, hooks)?;
     let attn_out = norm(
         block.ln1_post.as_ref(),
         attn_out,
         eps,
         at(Norm::Ln1Post),
-        rec,
+        hooks,
     )?;
-    rec.record(b(BlockHook::AttnOut), &attn_out)?;
+    let attn_out = hooks.fire(b(BlockHook::AttnOut), attn_out)?;
     let Some(mlp) = &block.mlp else {
         let resid = resid + attn_out;
-        rec.record(b(BlockHook::ResidPost), &resid)?;
+        let resid = hooks.fire(b(BlockHook::ResidPost), resid)?;
         return Ok(resid);
     };
     let (mlp_in, resid) = match ctx.cfg.block_kind() {
         BlockKind::Parallel => (resid.clone(), resid + attn_out),
         BlockKind::Sequential | BlockKind::AttnOnly => {
             let mid = resid + attn_out;
-            rec.record(b(BlockHook::ResidMid), &mid)?;
+            let mid = hooks.fire(b(BlockHook::ResidMid), mid)?;
             (mid.clone(), mid)
         }
     };
-    let mlp_in = norm(block.ln2.as_ref(), mlp_in, eps, at(Norm::Ln2), rec)?;
-    let mlp_out = mlp::forward(ctx.cfg, l, mlp, mlp_in, rec)?;
+    let mlp_in = norm(block.ln2.as_ref(), mlp_in, eps, at(Norm::Ln2), hooks)?;
+    let mlp_out = mlp::forward(ctx.cfg, l, mlp, mlp_in, hooks)?;
     let mlp_out = norm(
         block.ln2_post.as_ref(),
         mlp_out,
         eps,
         at(Norm::Ln2Post),
-        rec,
+        hooks,
     )?;
-    rec.record(b(BlockHook::MlpOut), &mlp_out)?;
+    let mlp_out = hooks.fire(b(BlockHook::MlpOut), mlp_out)?;
     let resid = resid + mlp_out;
-    rec.record(b(BlockHook::ResidPost), &resid)?;
+    let resid = hooks.fire(b(BlockHook::ResidPost), resid)?;
     Ok(resid)
+}
+
+/// A shorter borrow of a hook (a trait object's lifetime can only shrink through a function boundary).
+fn reborrow<'a, B: Backend>(hook: &'a mut (dyn Hook<B> + '_)) -> &'a mut (dyn Hook<B> + 'a) {
+    hook
 }
 
 /// A norm with its two hooks; the identity when the model has no normalisation there.
@@ -231,13 +266,13 @@ pub(crate) fn norm<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     eps: f64,
     at: impl Fn(NormHook) -> HookPoint,
-    rec: &mut HookRecorder<B>,
+    hooks: &mut Hooks<'_, B>,
 ) -> Result<Tensor<B, D>> {
     let Some(norm) = norm else { return Ok(x) };
-    let out = norm.forward(x, eps);
-    rec.record(at(NormHook::Scale), &out.scale)?;
-    rec.record(at(NormHook::Normalized), &out.normalized)?;
-    Ok(out.output)
+    let (centred, scale) = norm.centre_and_scale(x, eps);
+    let scale = hooks.fire(at(NormHook::Scale), scale)?;
+    let normalized = hooks.fire(at(NormHook::Normalized), centred / scale)?;
+    Ok(norm.affine(normalized))
 }
 
 /// Gemma's soft cap `cap·tanh(x / cap)`; the identity without a cap.

@@ -3,7 +3,7 @@
 
 use burn_tensor::{Tensor, backend::Backend};
 use tlens_cache_core::{
-    ActFn, BlockHook, HookPoint, HookRecorder, HookedTransformerConfig, MlpKind, MlpWeights, Norm,
+    ActFn, BlockHook, HookPoint, HookedTransformerConfig, Hooks, MlpKind, MlpWeights, Norm,
 };
 
 use crate::activation;
@@ -17,7 +17,7 @@ pub(crate) fn forward<B: Backend>(
     layer: usize,
     w: &MlpWeights<B>,
     x: Tensor<B, 3>,
-    rec: &mut HookRecorder<B>,
+    hooks: &mut Hooks<'_, B>,
 ) -> Result<Tensor<B, 3>> {
     let kind = cfg
         .mlp_kind()
@@ -28,31 +28,31 @@ pub(crate) fn forward<B: Backend>(
     let post = match (kind, &w.W_gate) {
         (MlpKind::Gated(act), Some(w_gate)) => {
             let pre = linear(w_gate);
-            rec.record(b(BlockHook::MlpPre), &pre)?;
+            let pre = hooks.fire(b(BlockHook::MlpPre), pre)?;
             let pre_linear = linear(&w.W_in);
-            rec.record(b(BlockHook::MlpPreLinear), &pre_linear)?;
+            let pre_linear = hooks.fire(b(BlockHook::MlpPreLinear), pre_linear)?;
             activation::apply(act, pre) * pre_linear + b_in
         }
         (MlpKind::Gated(_), None) => unreachable!("a gated config's weights are read with W_gate"),
         (MlpKind::Standard(act), _) => {
             let pre = linear(&w.W_in) + b_in;
-            rec.record(b(BlockHook::MlpPre), &pre)?;
+            let pre = hooks.fire(b(BlockHook::MlpPre), pre)?;
             activation::apply(act, pre)
         }
         (MlpKind::Solu, _) => {
             let pre = linear(&w.W_in) + b_in;
-            rec.record(b(BlockHook::MlpPre), &pre)?;
+            let pre = hooks.fire(b(BlockHook::MlpPre), pre)?;
             let mid = activation::apply(ActFn::SoluLn, pre);
-            rec.record(b(BlockHook::MlpMid), &mid)?;
+            let mid = hooks.fire(b(BlockHook::MlpMid), mid)?;
             norm(
                 w.ln.as_ref(),
                 mid,
                 cfg.eps,
                 |h| b(BlockHook::Norm(Norm::MlpLn, h)),
-                rec,
+                hooks,
             )?
         }
     };
-    rec.record(b(BlockHook::MlpPost), &post)?;
+    let post = hooks.fire(b(BlockHook::MlpPost), post)?;
     Ok(post.matmul(w.W_out.clone().unsqueeze::<3>()) + w.b_out.clone().unsqueeze::<3>())
 }

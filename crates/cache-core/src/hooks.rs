@@ -1,0 +1,86 @@
+//! Forward hooks: the [`Hook`] trait (TransformerLens's `HookPoint` forward hooks) and [`Hooks`], the hooks of one
+//! forward pass. Caching is one hook ([`CacheHook`](crate::recorder::CacheHook)); interventions (ablation, patching,
+//! steering) are others.
+
+use burn_tensor::{Tensor, backend::Backend};
+
+use crate::dyn_tensor::DynTensor;
+use crate::error::{CacheError, Result};
+use crate::hook_point::HookPoint;
+
+/// A forward hook: it sees the activation at the hook points it fires at and may replace it; the forward pass
+/// continues with the replacement.
+///
+/// ```
+/// use tlens_cache_core::{DynTensor, Hook, HookPoint, Result};
+/// /// Doubles the residual stream entering every block.
+/// struct Double;
+/// impl<B: burn_tensor::backend::Backend> Hook<B> for Double {
+///     fn fires_at(&self, point: HookPoint) -> bool {
+///         matches!(point, HookPoint::Block(_, tlens_cache_core::BlockHook::ResidPre))
+///     }
+///     fn apply(&mut self, _: HookPoint, x: &DynTensor<B>) -> Result<Option<DynTensor<B>>> {
+///         Ok(Some(x.clone().map(|t| t * 2.0)))
+///     }
+/// }
+/// ```
+pub trait Hook<B: Backend> {
+    /// Whether the hook wants to see this hook point; hook points no hook wants cost nothing.
+    fn fires_at(&self, point: HookPoint) -> bool;
+
+    /// Sees an activation; returns its replacement (same shape), or `None` to leave it unchanged.
+    fn apply(
+        &mut self,
+        point: HookPoint,
+        activation: &DynTensor<B>,
+    ) -> Result<Option<DynTensor<B>>>;
+}
+
+/// The hooks of one forward pass, applied in order at every hook point.
+pub struct Hooks<'a, B: Backend> {
+    hooks: Vec<&'a mut dyn Hook<B>>,
+}
+
+impl<'a, B: Backend> Hooks<'a, B> {
+    /// Hooks applied in this order (an intervention before the cache, so the cache sees what it changed).
+    pub fn new(hooks: Vec<&'a mut dyn Hook<B>>) -> Self {
+        Self { hooks }
+    }
+
+    /// No hooks: a plain forward pass.
+    pub fn none() -> Self {
+        Self { hooks: Vec::new() }
+    }
+
+    /// Passes an activation through the hooks that fire at `point` and returns what the forward pass continues
+    /// with. A replacement of another shape is an error naming the hook point and both shapes.
+    pub fn fire<const D: usize>(
+        &mut self,
+        point: HookPoint,
+        activation: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>> {
+        if !self.hooks.iter().any(|h| h.fires_at(point)) {
+            return Ok(activation);
+        }
+        let shape = activation.dims();
+        let mut current = DynTensor::new(activation.clone());
+        let mut replaced = false;
+        for hook in self.hooks.iter_mut().filter(|h| h.fires_at(point)) {
+            if let Some(new) = hook.apply(point, &current)? {
+                if new.shape() != shape {
+                    return Err(CacheError::Shape(format!(
+                        "a hook at `{point}` returned shape {:?} for an activation of shape {shape:?}",
+                        new.shape()
+                    )));
+                }
+                current = new;
+                replaced = true;
+            }
+        }
+        if replaced {
+            current.into_tensor::<D>()
+        } else {
+            Ok(activation)
+        }
+    }
+}
