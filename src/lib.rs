@@ -25,12 +25,13 @@ pub mod report;
 
 pub use error::{Result, TlensError};
 pub use tlens_cache_core::{
-    self as cache_core, ActivationCache, CacheError, CacheKey, DynTensor, HookedTransformerConfig,
-    NamesFilter, RunOptions, Slice, get_act_name,
+    self as cache_core, ActivationCache, BlockHook, CacheError, CacheKey, DynTensor, Hook,
+    HookPoint, HookedTransformerConfig, NamesFilter, RunOptions, Slice, get_act_name,
 };
 pub use tlens_model::{
-    self as model, HookedTransformer, LoadedModel, ModelError, Processing, TokenBatch, Tokenizer,
-    load_folder, load_hf, load_transformerlens, load_transformerlens_bytes,
+    self as model, HookedTransformer, Intervention, LoadedModel, ModelError, Op, Processing,
+    Selector, TokenBatch, Tokenizer, load_folder, load_hf, load_transformerlens,
+    load_transformerlens_bytes,
 };
 
 /// The book's chapters as doc tests: `cargo test --doc` compiles and runs every ```` ```rust ```` block of the user's

@@ -2,6 +2,7 @@
 //! TransformerLens reference both execute, and the safetensors file each writes (`shared/spec/plan-format.md`).
 
 mod args;
+mod interventions;
 mod methods;
 
 use std::collections::HashMap;
@@ -79,6 +80,12 @@ pub struct RunSpec {
     stop_at_layer: Option<i64>,
     #[serde(default)]
     pos_slice: serde_json::Value,
+    /// Forward hooks active during the run, in order, before the caching hook.
+    #[serde(default)]
+    hooks: Vec<interventions::HookSpec>,
+    /// Back-propagate this metric and cache `<hook>_grad` entries.
+    #[serde(default)]
+    incl_bwd: Option<interventions::MetricSpec>,
 }
 
 /// One cache method call.
@@ -176,7 +183,27 @@ impl BackendTask for EvalPlan {
         let base = self.plan.parent().unwrap_or(Path::new("."));
         let (model, tokenizer) = load_model::<B>(&plan.model, base, plan.processing(), &device)?;
         let tokens = TokenBatch::new(&plan.tokens)?;
-        let (output, cache) = model.run_with_cache(&tokens, plan.run_options(&self.plan)?)?;
+        if plan.run.incl_bwd.is_some() {
+            return Err(TlensError::Plan {
+                path: self.plan.display().to_string(),
+                message: "run.incl_bwd: gradient caches are not implemented yet".into(),
+            });
+        }
+        let mut hooks = plan
+            .run
+            .hooks
+            .iter()
+            .map(|h| h.build(&model))
+            .collect::<Result<Vec<_>>>()?;
+        let mut hook_refs: Vec<&mut dyn tlens_cache_core::Hook<B>> = hooks
+            .iter_mut()
+            .map(|h| h as &mut dyn tlens_cache_core::Hook<B>)
+            .collect();
+        let (output, cache) = model.run_with_hooks_and_cache(
+            &tokens,
+            &mut hook_refs,
+            plan.run_options(&self.plan)?,
+        )?;
 
         let mut tensors = vec![NamedTensor::float("logits", &DynTensor::new(output))];
         tensors.extend(
@@ -188,7 +215,19 @@ impl BackendTask for EvalPlan {
         let mut ctx = methods::CallContext::new(cache, tokenizer);
         let mut failed = 0;
         for call in &plan.calls {
-            match methods::call(&mut ctx, &call.method, &call.args) {
+            let result = match call.method.strip_prefix("patching.") {
+                Some(function) => interventions::patching_call(
+                    &model, &ctx.cache, function, &call.args,
+                )
+                .map(|tensor| {
+                    Some(CallOutput {
+                        tensor,
+                        labels: None,
+                    })
+                }),
+                None => methods::call(&mut ctx, &call.method, &call.args),
+            };
+            match result {
                 Ok(Some(out)) => {
                     if let Some(labels) = &out.labels {
                         metadata.insert(

@@ -9,8 +9,10 @@ pub mod error;
 pub mod gpt2;
 pub mod hf;
 pub mod hooked;
+pub mod intervention;
 pub mod loading;
 mod mlp;
+pub mod patching;
 pub mod processing;
 mod rotary;
 pub mod safetensors_file;
@@ -20,6 +22,7 @@ pub mod tokens;
 
 pub use error::{ModelError, Result};
 pub use hooked::HookedTransformer;
+pub use intervention::{Intervention, Op, Selector};
 pub use loading::{
     LoadedModel, load_folder, load_hf, load_hf_bytes, load_transformerlens,
     load_transformerlens_bytes,
