@@ -18,6 +18,9 @@ cd "$ROOT"
 # tiny Llama/Mistral/Qwen2/Qwen3/GPT-NeoX/Phi-3/Gemma/Gemma-2/GPT-J/OPT checkpoints (tests/models/hf-*), their plans
 # (tests/plans/hf-*.json) and TL's resolved configs (tests/golden/hf-*.tl-config.json)
 "$PY" "$HERE/make_families.py"
+# intervention / activation-patching / gradient plans (tests/plans/*.hooks*, *.patching, *.grad*): run.hooks,
+# run.incl_bwd and patching.get_act_patch_* calls (needs the gpt2-tiny and hf-* checkpoints above)
+"$PY" "$HERE/make_interventions.py"
 mkdir -p tests/golden
 args=()
 for plan in tests/plans/*.json; do

@@ -355,6 +355,201 @@ def decode_key(k: Any):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Interventions, metrics and patching (plan-format.md, "Interventions and gradients"; knockout: reference/README.md)
+# ----------------------------------------------------------------------------------------------------------------------
+
+HOOK_OPS = {
+    # op: the keys it takes besides "hook", "op" and the selectors
+    "zero": set(),
+    "scale": {"factor"},
+    "add": {"vector", "coeff"},
+    "patch": {"tokens"},
+    "mean": set(),
+    "knockout": {"edges"},
+}
+SELECTORS = ("heads", "positions", "neurons")
+PATTERN_LIKE = ("hook_attn_scores", "hook_pattern")  # [batch, head, query_pos, key_pos]
+
+
+def activation_axes(name: str, ndim: int) -> dict:
+    """Which axis each selector hits on hook `name`'s activation during the forward pass (batch first).
+
+    `[batch, head, q, k]` attention scores / patterns: heads -> 1, positions -> 2 (the query axis); other 4-D
+    activations (`[batch, pos, head, d]`: q, k, v, z, rot_q, rot_k, result, q/k/v_input): heads -> 2, positions -> 1;
+    3-D `[batch, pos, d]`: positions -> 1, no head axis. neurons -> the last axis always.
+    """
+    axes: dict = {"neurons": ndim - 1}
+    if name.endswith(PATTERN_LIKE) and ndim == 4:
+        axes["heads"], axes["positions"] = 1, 2
+    elif ndim == 4:
+        axes["heads"], axes["positions"] = 2, 1
+    elif ndim == 3:
+        axes["positions"] = 1
+    return axes
+
+
+def _int_list(v, what: str) -> list:
+    if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        raise PlanError(f"{what} must be a list of integers, got {v!r}")
+    return list(v)
+
+
+def selection_mask(spec: dict, name: str, act: torch.Tensor) -> torch.Tensor:
+    """Boolean mask (act's shape) of the entries the hook's selectors pick: the outer product of the index sets."""
+    axes = activation_axes(name, act.ndim)
+    mask = torch.ones(act.shape, dtype=torch.bool)
+    for sel in SELECTORS:
+        if sel not in spec:
+            continue
+        if sel not in axes:
+            raise PlanError(f"hook {name}: {act.ndim}-D activation {tuple(act.shape)} has no {sel} axis")
+        ax = axes[sel]
+        pick = torch.zeros(act.shape[ax], dtype=torch.bool)
+        pick[torch.tensor(_int_list(spec[sel], sel), dtype=torch.int64)] = True
+        shape = [1] * act.ndim
+        shape[ax] = act.shape[ax]
+        mask = mask & pick.reshape(shape)
+    if spec["op"] == "knockout":
+        edges = spec["edges"]
+        if not isinstance(edges, list) or not all(isinstance(e, list) and len(e) == 2 for e in edges):
+            raise PlanError(f"hook {name}: knockout edges must be a list of [query, key] pairs")
+        qk = torch.zeros(act.shape[-2:], dtype=torch.bool)
+        if edges:
+            q = torch.tensor(_int_list([e[0] for e in edges], "edges"), dtype=torch.int64)
+            k = torch.tensor(_int_list([e[1] for e in edges], "edges"), dtype=torch.int64)
+            qk[q, k] = True
+        mask = mask & qk
+    return mask.to(act.device)
+
+
+def _float(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise PlanError(f"{what} must be a number, got {v!r}")
+    return float(v)
+
+
+def check_hook_spec(spec: Any, model, tokens_t: torch.Tensor) -> None:
+    if not isinstance(spec, dict) or not isinstance(spec.get("hook"), str) or not isinstance(spec.get("op"), str):
+        raise PlanError(f"bad run.hooks entry {spec!r}")
+    name, op = spec["hook"], spec["op"]
+    if op not in HOOK_OPS:
+        raise PlanError(f"hook {name}: unknown op {op!r}")
+    if name not in model.hook_dict:
+        raise PlanError(f"hook {name}: no such hook point")
+    extra = set(spec) - {"hook", "op", *SELECTORS} - HOOK_OPS[op]
+    if extra:
+        raise PlanError(f"hook {name}: op {op} does not take {sorted(extra)}")
+    if op == "scale":
+        _float(spec.get("factor"), "scale factor")
+    if op == "add":
+        vec = decode_tensor(spec.get("vector"))
+        if not isinstance(vec, torch.Tensor) or vec.ndim != 1:
+            raise PlanError(f"hook {name}: add vector must be {{'tensor': [d]}}")
+        _float(spec.get("coeff", 1), "add coeff")
+    if op == "patch":
+        t = decode_tensor(spec.get("tokens"))
+        if not isinstance(t, torch.Tensor) or t.shape != tokens_t.shape or t.is_floating_point():
+            raise PlanError(f"hook {name}: patch tokens must be an integer batch of the run's shape")
+    if op == "knockout":
+        if not name.endswith("attn.hook_attn_scores"):
+            raise PlanError(f"hook {name}: knockout applies to attn.hook_attn_scores only")
+        if "edges" not in spec:
+            raise PlanError(f"hook {name}: knockout needs edges")
+        if "positions" in spec or "neurons" in spec:
+            raise PlanError(f"hook {name}: knockout takes the heads selector only")
+
+
+def make_hook(spec: dict, clean: torch.Tensor | None):
+    """The TL hook function for one run.hooks entry. Out of place: `torch.where(mask, new, act)`, so unselected
+    entries are passed through bit for bit, the caller's tensor (shared with earlier hook points, e.g.
+    resid_post -> next resid_pre) is not mutated, and gradients flow through both branches."""
+    name, op = spec["hook"], spec["op"]
+
+    def hook_fn(act: torch.Tensor, hook) -> torch.Tensor:
+        mask = selection_mask(spec, name, act)
+        if op == "zero":
+            new = torch.zeros_like(act)
+        elif op == "scale":
+            new = act * float(spec["factor"])
+        elif op == "add":
+            vec = decode_tensor(spec["vector"]).to(act.dtype).to(act.device)
+            if vec.shape[0] != act.shape[-1]:
+                raise PlanError(f"hook {name}: add vector has {vec.shape[0]} entries, last axis {act.shape[-1]}")
+            new = act + float(spec.get("coeff", 1)) * vec
+        elif op == "patch":
+            assert clean is not None
+            if clean.shape != act.shape:
+                raise PlanError(f"hook {name}: patch activation {tuple(clean.shape)} vs {tuple(act.shape)}")
+            new = clean.to(act.dtype).to(act.device)
+        elif op == "mean":
+            new = act.mean(dim=0, keepdim=True).expand_as(act)
+        elif op == "knockout":
+            new = torch.full_like(act, float("-inf"))
+        else:  # pragma: no cover - checked by check_hook_spec
+            raise PlanError(op)
+        return torch.where(mask, new, act)
+
+    return hook_fn
+
+
+def build_run_hooks(model, specs: Any, tokens_t: torch.Tensor) -> list:
+    """run.hooks -> TL fwd_hooks [(name, fn)], in list order. `patch` sources come from clean runs (no hooks)."""
+    if specs is None:
+        return []
+    if not isinstance(specs, list):
+        raise PlanError("run.hooks must be a list")
+    for spec in specs:
+        check_hook_spec(spec, model, tokens_t)
+    fwd = []
+    for spec in specs:
+        clean = None
+        if spec["op"] == "patch":
+            src = decode_tensor(spec["tokens"])
+            _, src_cache = model.run_with_cache(src, names_filter=[spec["hook"]])
+            clean = src_cache[spec["hook"]].detach().clone()
+        fwd.append((spec["hook"], make_hook(spec, clean)))
+    return fwd
+
+
+def _token_id(model, v, what: str) -> int:
+    if isinstance(v, str):
+        return int(model.to_single_token(v))
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    raise PlanError(f"{what}: a token id or a one-token string, got {v!r}")
+
+
+def make_metric(model, spec: Any):
+    """A plan metric -> fn(logits) -> 0-d tensor. {"logit_diff": [C, I]}: mean_b(logits[b,-1,C] - logits[b,-1,I])."""
+    if isinstance(spec, dict) and set(spec) == {"logit_diff"}:
+        pair = spec["logit_diff"]
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise PlanError(f"logit_diff takes [CORRECT, INCORRECT], got {pair!r}")
+        c, i = (_token_id(model, v, "logit_diff") for v in pair)
+
+        def logit_diff(logits: torch.Tensor) -> torch.Tensor:
+            return (logits[:, -1, c] - logits[:, -1, i]).mean()
+
+        return logit_diff
+    raise PlanError(f"unknown metric {spec!r}")
+
+
+def call_patching(model, fn_name: str, args: dict, clean_cache):
+    """`patching.<fn>`: transformer_lens.patching.<fn>(model, corrupted_tokens, clean_cache, metric)."""
+    import transformer_lens.patching as patching
+
+    if not fn_name.startswith("get_act_patch_") or not callable(getattr(patching, fn_name, None)):
+        raise AttributeError(f"transformer_lens.patching has no function {fn_name!r}")
+    if set(args) != {"corrupted_tokens", "metric"}:
+        raise TypeError(f"patching.{fn_name} takes exactly corrupted_tokens and metric, got {sorted(args)}")
+    corrupted = decode_tensor(args["corrupted_tokens"])
+    if not isinstance(corrupted, torch.Tensor):
+        raise TypeError("corrupted_tokens must be {'tensor': [[...]]}")
+    metric = make_metric(model, args["metric"])
+    return getattr(patching, fn_name)(model, corrupted, clean_cache, metric)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Execution
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -404,6 +599,31 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
+def run_with_grad_cache(model, tokens_t: torch.Tensor, run: dict, run_kwargs: dict, fwd_hooks: list):
+    """run.incl_bwd: what `run_with_cache(incl_bwd=True)` does, with the metric of the logits as the scalar that is
+    back-propagated: get_caching_hooks(names_filter, incl_bwd=True, ...) -> model.hooks(fwd, bwd) -> model(tokens)
+    -> metric(logits).backward(), all inside `model.hooks(fwd_hooks=run.hooks)` and with grad enabled for this part
+    only. The cache then holds `<hook>` and `<hook>_grad` (the gradient w.r.t. the hook's output, i.e. after the
+    run.hooks at that point) for every kept hook point whose backward hook fired."""
+    from transformer_lens.ActivationCache import ActivationCache
+
+    if "stop_at_layer" in run_kwargs:
+        raise PlanError("run.incl_bwd needs logits; it cannot be combined with run.stop_at_layer")
+    metric = make_metric(model, run["incl_bwd"])
+    remove_batch_dim = bool(run_kwargs.get("remove_batch_dim", False))
+    cache_dict, fwd, bwd = model.get_caching_hooks(
+        run_kwargs.get("names_filter"), True, None, remove_batch_dim=remove_batch_dim,
+        pos_slice=run_kwargs.get("pos_slice"),
+    )
+    with torch.enable_grad():
+        with model.hooks(fwd_hooks=fwd_hooks):
+            with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
+                out = model(tokens_t)
+                metric(out).backward()
+    model.zero_grad(set_to_none=True)
+    return out.detach(), ActivationCache(cache_dict, model, has_batch_dim=not remove_batch_dim)
+
+
 def run_plan(plan: dict, base: Path):
     from transformer_lens.ActivationCache import ActivationCache
 
@@ -427,7 +647,15 @@ def run_plan(plan: dict, base: Path):
     if run.get("pos_slice") is not None:
         run_kwargs["pos_slice"] = decode_slice(run["pos_slice"])
 
-    out, cache = model.run_with_cache(tokens_t, **run_kwargs)
+    fwd_hooks = build_run_hooks(model, run.get("hooks"), tokens_t)
+    if run.get("incl_bwd") is not None:
+        out, cache = run_with_grad_cache(model, tokens_t, run, run_kwargs, fwd_hooks)
+    elif fwd_hooks:
+        with model.hooks(fwd_hooks=fwd_hooks):
+            out, cache = model.run_with_cache(tokens_t, **run_kwargs)
+    else:
+        out, cache = model.run_with_cache(tokens_t, **run_kwargs)
+    run_cache = cache
 
     tensors: dict[str, torch.Tensor] = {}
     metadata: dict[str, str] = {}
@@ -453,6 +681,8 @@ def run_plan(plan: dict, base: Path):
                 if set(args) != {"key"}:
                     raise TypeError("__getitem__ takes exactly {'key': K}")
                 result = cache[decode_key(args["key"])]
+            elif method.startswith("patching."):
+                result = call_patching(model, method[len("patching."):], args, run_cache)
             else:
                 if method.startswith("_"):
                     raise AttributeError(f"'ActivationCache' method {method!r} is not public")

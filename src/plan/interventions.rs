@@ -30,9 +30,17 @@ pub struct HookSpec {
     #[serde(default)]
     coeff: Option<f64>,
     #[serde(default)]
-    tokens: Option<Vec<Vec<u32>>>,
+    tokens: Option<TokensSpec>,
     #[serde(default)]
     edges: Option<Vec<(usize, usize)>>,
+}
+
+/// A batch of token ids: a list of rows, or `{"tensor": [[...], ...]}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum TokensSpec {
+    Rows(Vec<Vec<u32>>),
+    Tensor { tensor: Vec<Vec<u32>> },
 }
 
 /// `{"tensor": [...]}` (a flat list of numbers).
@@ -89,10 +97,10 @@ impl HookSpec {
                 }
             }
             "patch" => {
-                let rows = self
-                    .tokens
-                    .as_ref()
-                    .ok_or_else(|| bad(&self.hook, "`patch` needs `tokens`"))?;
+                let rows = match self.tokens.as_ref() {
+                    Some(TokensSpec::Rows(rows) | TokensSpec::Tensor { tensor: rows }) => rows,
+                    None => return Err(bad(&self.hook, "`patch` needs `tokens`")),
+                };
                 let options = RunOptions {
                     names_filter: NamesFilter::Names(vec![self.hook.clone()]),
                     ..Default::default()

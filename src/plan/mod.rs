@@ -8,10 +8,12 @@ mod methods;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use burn_autodiff::Autodiff;
+use burn_tensor::Tensor;
 use burn_tensor::backend::Backend;
 use serde::Deserialize;
 use tlens_cache_core::save::{NamedTensor, write_safetensors};
-use tlens_cache_core::{DynTensor, NamesFilter, RunOptions};
+use tlens_cache_core::{ActivationCache, DynTensor, Hook, NamesFilter, RunOptions};
 use tlens_model::{
     HookedTransformer, Processing, TokenBatch, Tokenizer, load_hf, load_transformerlens,
 };
@@ -180,26 +182,45 @@ impl BackendTask for EvalPlan {
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<EvalSummary> {
         let (plan, text) = Plan::read(&self.plan)?;
+        match plan.run.incl_bwd {
+            // Gradients need the autodiff decorator of whatever backend runs the plan.
+            Some(metric) => self.evaluate::<Autodiff<B>>(plan, text, device, |m, t, h, o| {
+                m.run_with_cache_and_grads(t, h, o, &metric.metric())
+            }),
+            None => self.evaluate::<B>(plan, text, device, |m, t, h, o| {
+                m.run_with_hooks_and_cache(t, h, o)
+            }),
+        }
+    }
+}
+
+impl EvalPlan {
+    /// Runs the plan with `run` (a run with or without gradients), then its calls, and writes the output file.
+    fn evaluate<B: Backend>(
+        self,
+        plan: Plan,
+        text: String,
+        device: burn_tensor::Device<B>,
+        run: impl FnOnce(
+            &HookedTransformer<B>,
+            &TokenBatch,
+            &mut [&mut dyn Hook<B>],
+            RunOptions,
+        ) -> tlens_model::Result<(Tensor<B, 3>, ActivationCache<B>)>,
+    ) -> Result<EvalSummary> {
         let base = self.plan.parent().unwrap_or(Path::new("."));
         let (model, tokenizer) = load_model::<B>(&plan.model, base, plan.processing(), &device)?;
         let tokens = TokenBatch::new(&plan.tokens)?;
-        if plan.run.incl_bwd.is_some() {
-            return Err(TlensError::Plan {
-                path: self.plan.display().to_string(),
-                message: "run.incl_bwd: gradient caches are not implemented yet".into(),
-            });
-        }
         let mut hooks = plan
             .run
             .hooks
             .iter()
             .map(|h| h.build(&model))
             .collect::<Result<Vec<_>>>()?;
-        let mut hook_refs: Vec<&mut dyn tlens_cache_core::Hook<B>> = hooks
-            .iter_mut()
-            .map(|h| h as &mut dyn tlens_cache_core::Hook<B>)
-            .collect();
-        let (output, cache) = model.run_with_hooks_and_cache(
+        let mut hook_refs: Vec<&mut dyn Hook<B>> =
+            hooks.iter_mut().map(|h| h as &mut dyn Hook<B>).collect();
+        let (output, cache) = run(
+            &model,
             &tokens,
             &mut hook_refs,
             plan.run_options(&self.plan)?,

@@ -52,6 +52,11 @@ impl<'a, B: Backend> Hooks<'a, B> {
         Self { hooks: Vec::new() }
     }
 
+    /// Whether any hook fires at `point`.
+    pub fn fires_at(&self, point: HookPoint) -> bool {
+        self.hooks.iter().any(|h| h.fires_at(point))
+    }
+
     /// Passes an activation through the hooks that fire at `point` and returns what the forward pass continues
     /// with. A replacement of another shape is an error naming the hook point and both shapes.
     pub fn fire<const D: usize>(
@@ -59,7 +64,7 @@ impl<'a, B: Backend> Hooks<'a, B> {
         point: HookPoint,
         activation: Tensor<B, D>,
     ) -> Result<Tensor<B, D>> {
-        if !self.hooks.iter().any(|h| h.fires_at(point)) {
+        if !self.fires_at(point) {
             return Ok(activation);
         }
         let shape = activation.dims();

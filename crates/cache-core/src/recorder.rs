@@ -96,7 +96,16 @@ impl<B: Backend> Hook<B> for CacheHook<B> {
         point: HookPoint,
         activation: &DynTensor<B>,
     ) -> Result<Option<DynTensor<B>>> {
-        let mut t = activation.clone();
+        self.keep(point.to_string(), point, activation.clone())?;
+        Ok(None)
+    }
+}
+
+impl<B: Backend> CacheHook<B> {
+    /// Keeps a tensor shaped like `point`'s activation under `name` (the activation itself, or its gradient as
+    /// `<name>_grad`), sliced and without its batch axis as the options ask.
+    pub fn keep(&mut self, name: String, point: HookPoint, tensor: DynTensor<B>) -> Result<()> {
+        let mut t = tensor;
         let pos_slice = self.options.pos_slice.keeping_axis();
         if pos_slice != Slice::All {
             let axis = point.position_axis().ok_or_else(|| {
@@ -116,12 +125,9 @@ impl<B: Backend> Hook<B> for CacheHook<B> {
             }
             t = t.index(0, 0)?;
         }
-        self.entries.insert(point.to_string(), t);
-        Ok(None)
+        self.entries.insert(name, t);
+        Ok(())
     }
-}
-
-impl<B: Backend> CacheHook<B> {
     /// A caching hook for one run.
     pub fn new(options: RunOptions) -> Self {
         Self {

@@ -75,8 +75,16 @@ pub(crate) fn forward<B: Backend>(
         None => ctx.causal.clone(),
     };
     let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
+    // A hook on the scores can mask a whole query row (an attention knockout); its softmax is then NaN, which
+    // TransformerLens turns into zeros. Without such a hook every row keeps its diagonal, so plain runs skip the check.
+    let scores_hooked = hooks.fires_at(b(BlockHook::AttnScores));
     let scores = hooks.fire(b(BlockHook::AttnScores), scores)?;
     let pattern = softmax(scores, 3);
+    let pattern = if scores_hooked {
+        pattern.clone().mask_fill(pattern.is_nan(), 0.0)
+    } else {
+        pattern
+    };
     let pattern = hooks.fire(b(BlockHook::Pattern), pattern)?;
     let z = pattern.matmul(v.swap_dims(1, 2)).swap_dims(1, 2);
     let z = hooks.fire(b(BlockHook::Z), z)?;

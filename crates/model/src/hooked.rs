@@ -95,6 +95,23 @@ impl<B: Backend> HookedTransformer<B> {
         hooks: &mut [&mut dyn Hook<B>],
         options: RunOptions,
     ) -> Result<(Tensor<B, 3>, ActivationCache<B>)> {
+        let (output, cache) = self.run_cached(tokens, hooks, options)?;
+        Ok((output, self.cache_of(cache)))
+    }
+
+    /// The cache a caching hook kept, with the model's parameters.
+    pub(crate) fn cache_of(&self, cache: CacheHook<B>) -> ActivationCache<B> {
+        let (options, entries) = cache.into_entries();
+        ActivationCache::new(entries, self.params.clone(), options)
+    }
+
+    /// A run with `hooks` and then a caching hook: the output and what the caching hook kept.
+    pub(crate) fn run_cached(
+        &self,
+        tokens: &TokenBatch,
+        hooks: &mut [&mut dyn Hook<B>],
+        options: RunOptions,
+    ) -> Result<(Tensor<B, 3>, CacheHook<B>)> {
         let all = self.hook_names();
         if let NamesFilter::Names(wanted) = &options.names_filter
             && let Some(bad) = wanted.iter().find(|w| !all.contains(w))
@@ -113,11 +130,7 @@ impl<B: Backend> HookedTransformer<B> {
         let mut all_hooks: Vec<&mut dyn Hook<B>> = hooks.iter_mut().map(|h| reborrow(*h)).collect();
         all_hooks.push(&mut cache);
         let output = self.run(tokens, &mut Hooks::new(all_hooks), stop)?;
-        let (options, entries) = cache.into_entries();
-        Ok((
-            output,
-            ActivationCache::new(entries, self.params.clone(), options),
-        ))
+        Ok((output, cache))
     }
 
     fn resolve_stop(&self, stop: i64) -> Result<usize> {

@@ -7,6 +7,7 @@ mod activation;
 mod attention;
 pub mod error;
 pub mod gpt2;
+pub mod gradients;
 pub mod hf;
 pub mod hooked;
 pub mod intervention;

@@ -181,10 +181,16 @@ pub fn every(name: &str) -> Option<Vec<PatchSweep>> {
     })
 }
 
-/// A metric of a batch's logits `[batch, pos, vocab]`, one scalar (TransformerLens's `patching_metric`).
+/// A metric of a batch's logits `[batch, pos, vocab]`, one scalar (TransformerLens's `patching_metric`, and the
+/// output a gradient run back-propagates).
 pub trait Metric<B: Backend> {
-    /// The metric.
-    fn eval(&self, logits: Tensor<B, 3>) -> Result<f32>;
+    /// The metric as a one-element tensor (differentiable on an autodiff backend).
+    fn value(&self, logits: Tensor<B, 3>) -> Result<Tensor<B, 1>>;
+
+    /// The metric's value.
+    fn eval(&self, logits: Tensor<B, 3>) -> Result<f32> {
+        Ok(self.value(logits)?.into_scalar().elem())
+    }
 }
 
 /// The mean over the batch of `logits[b, -1, correct] − logits[b, -1, incorrect]`.
@@ -197,7 +203,7 @@ pub struct LogitDiff {
 }
 
 impl<B: Backend> Metric<B> for LogitDiff {
-    fn eval(&self, logits: Tensor<B, 3>) -> Result<f32> {
+    fn value(&self, logits: Tensor<B, 3>) -> Result<Tensor<B, 1>> {
         let [_, pos, vocab] = logits.dims();
         for t in [self.correct, self.incorrect] {
             if t as usize >= vocab {
@@ -209,8 +215,7 @@ impl<B: Backend> Metric<B> for LogitDiff {
         }
         let last = logits.narrow(1, pos - 1, 1);
         let logit = |t: u32| last.clone().narrow(2, t as usize, 1);
-        let diff = (logit(self.correct) - logit(self.incorrect)).mean();
-        Ok(diff.into_scalar().elem())
+        Ok((logit(self.correct) - logit(self.incorrect)).mean())
     }
 }
 
