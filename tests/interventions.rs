@@ -206,3 +206,53 @@ fn batched_sweeps_equal_one_patch_per_pass() {
     assert_eq!(one.shape(), [2, 5]);
     assert!(max_diff(&values(one), &values(many)) < 1e-5);
 }
+
+#[test]
+fn attribution_patching_is_exact_where_the_metric_is_linear() {
+    // Without a final norm, the logits are linear in the last layer's MLP output: attribution patching there equals
+    // activation patching's change of the metric.
+    type A = burn_autodiff::Autodiff<B>;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/tl-none-gelunew");
+    let model = tlens::load_transformerlens::<A>(
+        &dir.join("config.json"),
+        &dir.join("weights.safetensors"),
+        Processing::none(),
+        &Default::default(),
+    )
+    .unwrap();
+    let clean = TokenBatch::new(&[vec![1, 5, 9, 7, 3], vec![2, 8, 2, 6, 4]]).unwrap();
+    let corrupted = TokenBatch::new(&[vec![1, 9, 5, 7, 3], vec![2, 2, 8, 6, 4]]).unwrap();
+    let metric = LogitDiff {
+        correct: 5,
+        incorrect: 9,
+    };
+    let attribution = model
+        .attribution_patch(BlockHook::MlpOut, &clean, &corrupted, &metric)
+        .unwrap();
+    let (_, clean_cache) = model.run_with_cache(&clean, RunOptions::default()).unwrap();
+    let sweep = PatchSweep::from_name("get_act_patch_mlp_out").unwrap();
+    let patched = model
+        .activation_patch(sweep, &corrupted, &clean_cache, &metric, 32)
+        .unwrap();
+    let base =
+        tlens::model::patching::Metric::<A>::eval(&metric, model.forward(&corrupted).unwrap())
+            .unwrap();
+    let last = model.cfg().n_layers - 1;
+    let attribution = values_a(attribution.index(0, last).unwrap());
+    let effect: Vec<f32> = values_a(patched.index(0, last).unwrap())
+        .iter()
+        .map(|v| v - base)
+        .collect();
+    assert!(
+        max_diff(&attribution, &effect) < 1e-4,
+        "{attribution:?} vs {effect:?}"
+    );
+    assert!(
+        effect.iter().any(|v| v.abs() > 1e-3),
+        "the patch changes something"
+    );
+}
+
+fn values_a(t: DynTensor<burn_autodiff::Autodiff<B>>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}

@@ -69,3 +69,52 @@ impl<B: AutodiffBackend> HookedTransformer<B> {
         Ok((logits, self.cache_of(cache)))
     }
 }
+
+impl<B: AutodiffBackend> HookedTransformer<B> {
+    /// Attribution patching: the first-order estimate of what patching each clean activation into the corrupted run
+    /// would change the metric by, `Σ grad_corrupted · (clean − corrupted)`, from one clean run and one corrupted run
+    /// with gradients, instead of a forward pass per patch.
+    ///
+    /// `hook` picks the activation of every layer; the result is `[n_layers, ...]`, summed over the batch, and for
+    /// vectors (`resid_*`, `attn_out`, `mlp_out`, and the heads' `q`, `k`, `v`, `z`) also over their last axis:
+    /// `[n_layers, pos]` for the residual stream, `[n_layers, pos, head]` for heads, `[n_layers, pos, d_mlp]` for
+    /// neurons (`mlp.hook_post`), `[n_layers, head, query, key]` for patterns.
+    pub fn attribution_patch(
+        &self,
+        hook: tlens_cache_core::BlockHook,
+        clean: &TokenBatch,
+        corrupted: &TokenBatch,
+        metric: &dyn Metric<B>,
+    ) -> Result<DynTensor<B>> {
+        use tlens_cache_core::BlockHook::*;
+        let names: Vec<String> = (0..self.cfg().n_layers)
+            .map(|l| HookPoint::Block(l, hook).to_string())
+            .collect();
+        let options = || RunOptions {
+            names_filter: NamesFilter::Names(names.clone()),
+            ..Default::default()
+        };
+        let (_, clean_cache) = self.run_with_cache(clean, options())?;
+        let (_, corrupted_cache) =
+            self.run_with_cache_and_grads(corrupted, &mut [], options(), metric)?;
+        let sum_last = matches!(
+            hook,
+            ResidPre | ResidMid | ResidPost | AttnOut | MlpOut | Q | K | V | Z | RotQ | RotK
+        );
+        let per_layer = names
+            .iter()
+            .map(|name| {
+                let delta = clean_cache
+                    .get(name.as_str())?
+                    .sub(corrupted_cache.get(name.as_str())?)?;
+                let grad = corrupted_cache.get(format!("{name}_grad"))?;
+                let mut attribution = grad.mul(delta)?.sum_axis(0)?;
+                if sum_last {
+                    attribution = attribution.sum_axis(-1)?;
+                }
+                Ok(attribution)
+            })
+            .collect::<std::result::Result<Vec<_>, tlens_cache_core::CacheError>>()?;
+        Ok(DynTensor::stack(per_layer)?)
+    }
+}
