@@ -50,6 +50,8 @@ pub mod book_examples {
     pub struct Backends;
     #[doc = include_str!("../book/src/models.md")]
     pub struct Models;
+    #[doc = include_str!("../book/src/interventions.md")]
+    pub struct Interventions;
     #[doc = include_str!("../book/src/migrating.md")]
     pub struct Migrating;
     #[doc = include_str!("../book/src/plans.md")]
