@@ -11,13 +11,15 @@ use tlens::analysis::attribution::{DlaArgs, direct_logit_attribution};
 use tlens::analysis::heads::{HeadScoresArgs, head_scores, prev_token_scores};
 use tlens::analysis::input::{parse_token, read_token_file, token_strings};
 use tlens::analysis::lens::{LensArgs, logit_lens};
+use tlens::analysis::patching::{parse_hook_op, standard_sweeps};
 use tlens::analysis::{Labelled, resolve_position};
 use tlens::backend::{BackendName, BackendTask, run_on};
+use tlens::model::patching::LogitDiff;
 use tlens::plan::EvalPlan;
 use tlens::report::{ReportArgs, STEPS, build_report};
 use tlens::{
-    LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError, TokenBatch, embedded,
-    load_folder,
+    Hook, LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError, TokenBatch,
+    embedded, load_folder,
 };
 
 #[derive(Parser)]
@@ -56,6 +58,29 @@ enum Command {
     },
     /// Everything above in one self-contained HTML file (charts drawn by inline JavaScript, no network).
     Report(ReportCmd),
+    /// Activation patching: patch a clean prompt's activations into a corrupted one and print the metric
+    /// logit(target) − logit(against) for the residual stream by layer × position, each head over all positions, and
+    /// each head by position.
+    Patch(PatchCmd),
+}
+
+#[derive(Args)]
+struct PatchCmd {
+    /// A model folder (see `tlens run --help`). Default: the embedded model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The clean prompt.
+    #[arg(long)]
+    clean: String,
+    /// The corrupted prompt (as many tokens as the clean one).
+    #[arg(long)]
+    corrupt: String,
+    /// The answer token (text that is one token, or id:N).
+    #[arg(long)]
+    target: String,
+    /// The wrong answer token.
+    #[arg(long)]
+    against: String,
 }
 
 /// Which model and which tokens.
@@ -82,6 +107,10 @@ struct RunArgs {
     /// Hook names to cache (default: all).
     #[arg(long = "hook", value_name = "NAME")]
     hooks: Vec<String>,
+    /// An intervention before caching, `OP@HOOK[:heads=..][:positions=..][:neurons=..][:factor=F]` with OP zero,
+    /// scale or mean; e.g. `zero@blocks.1.attn.hook_z:heads=3` ablates head L1H3. Repeatable.
+    #[arg(long = "hook-op", value_name = "SPEC")]
+    hook_ops: Vec<String>,
     /// How many predictions to print.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -267,9 +296,19 @@ impl BackendTask for RunArgs {
         } else {
             NamesFilter::Names(self.hooks.clone())
         };
+        let mut interventions = self
+            .hook_ops
+            .iter()
+            .map(|spec| parse_hook_op(spec, &loaded.model))
+            .collect::<Result<Vec<_>>>()?;
+        let mut hooks: Vec<&mut dyn Hook<B>> = interventions
+            .iter_mut()
+            .map(|i| i as &mut dyn Hook<B>)
+            .collect();
         let bar = spinner("running the model");
-        let (logits, cache) = loaded.model.run_with_cache(
+        let (logits, cache) = loaded.model.run_with_hooks_and_cache(
             &tokens,
+            &mut hooks,
             RunOptions {
                 names_filter,
                 ..RunOptions::default()
@@ -385,6 +424,68 @@ fn print_ranked(title: &str, items: &[Labelled], top: usize) {
     println!("{title}:");
     for it in sorted.iter().take(top) {
         println!("  {:>12}  {:+.4}", it.label, it.value);
+    }
+}
+
+impl BackendTask for PatchCmd {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+        let input = |prompt: &str| Input {
+            model: self.model.clone(),
+            prompt: Some(prompt.to_string()),
+            tokens: None,
+        };
+        let (loaded, name) = load::<B>(&input(&self.clean), &device)?;
+        let clean = tokens(&input(&self.clean), &loaded)?;
+        let corrupted = tokens(&input(&self.corrupt), &loaded)?;
+        let metric = LogitDiff {
+            correct: parse_token(&self.target, loaded.tokenizer.as_ref())?,
+            incorrect: parse_token(&self.against, loaded.tokenizer.as_ref())?,
+        };
+        let labels: Vec<String> = text(&loaded, clean.row(0))
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("{i}:{t:?}"))
+            .collect();
+        let bar = spinner("patching");
+        let report = standard_sweeps(&loaded.model, &clean, &corrupted, metric, &labels)?;
+        bar.finish_and_clear();
+        println!("model: {name}");
+        println!(
+            "logit({}) - logit({}): clean {:.4}, corrupted {:.4}",
+            self.target, self.against, report.clean, report.corrupted
+        );
+        for (title, grid) in [
+            (
+                "residual stream before each layer (get_act_patch_resid_pre)",
+                &report.resid_pre,
+            ),
+            (
+                "each head over all positions (get_act_patch_attn_head_out_all_pos)",
+                &report.heads,
+            ),
+            (
+                "each head by position (get_act_patch_attn_head_out_by_pos)",
+                &report.heads_by_pos,
+            ),
+        ] {
+            println!("\n{title}:");
+            println!(
+                "{:>8} {}",
+                "",
+                grid.columns
+                    .iter()
+                    .map(|c| format!("{c:>10.10}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            for (row, values) in grid.rows.iter().zip(&grid.values) {
+                let cells: Vec<String> = values.iter().map(|v| format!("{v:>10.4}")).collect();
+                println!("{row:>8} {}", cells.join(" "));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -628,6 +729,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attribute(args) => run_on(backend, args)?,
         Command::Patterns(args) => run_on(backend, args)?,
         Command::Report(args) => run_on(backend, args)?,
+        Command::Patch(args) => run_on(backend, args)?,
         Command::Eval { plan, out } => {
             let summary = run_on(
                 backend,

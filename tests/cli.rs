@@ -263,6 +263,78 @@ fn every_model_family_runs_report_and_lens() {
 }
 
 #[test]
+fn patch_prints_the_three_sweeps() {
+    let stdout = ok(&[
+        "patch",
+        "--clean",
+        "When Mary and John went to the shops, John gave a drink to",
+        "--corrupt",
+        "When Mary and John went to the shops, Mary gave a drink to",
+        "--target",
+        " Mary",
+        "--against",
+        " John",
+    ]);
+    assert!(
+        stdout.contains("clean ") && stdout.contains("corrupted "),
+        "{stdout}"
+    );
+    for sweep in [
+        "get_act_patch_resid_pre",
+        "get_act_patch_attn_head_out_all_pos",
+        "get_act_patch_attn_head_out_by_pos",
+    ] {
+        assert!(stdout.contains(sweep), "{stdout}");
+    }
+    // The embedded model: 2 layers of 4 heads.
+    assert!(
+        stdout.lines().any(|l| l.trim_start().starts_with("L1H3")),
+        "{stdout}"
+    );
+    let uneven = tlens(&[
+        "patch",
+        "--clean",
+        "a b c",
+        "--corrupt",
+        "a",
+        "--target",
+        " Mary",
+        "--against",
+        " John",
+    ]);
+    assert_eq!(uneven.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&uneven.stderr).contains("same shape"));
+}
+
+#[test]
+fn run_applies_hook_ops_before_caching() {
+    let plain = temp("plain.safetensors");
+    let ablated = temp("ablated.safetensors");
+    let a = ok(&["run", "--top", "1", "--out", plain.to_str().unwrap()]);
+    let b = ok(&[
+        "run",
+        "--top",
+        "1",
+        "--hook-op",
+        "zero@blocks.0.attn.hook_z:heads=0",
+        "--out",
+        ablated.to_str().unwrap(),
+    ]);
+    assert_ne!(
+        a, b,
+        "ablating the previous-token head changes the prediction"
+    );
+    let bad = tlens(&["run", "--hook-op", "zero@blocks.9.attn.hook_z"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no hook"), "{stderr}");
+    for f in [plain, ablated] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
 fn errors_are_one_line_and_exit_non_zero() {
     let missing_tokens = temp("missing.json");
     let bad_tokens = temp("bad.json");

@@ -1,6 +1,6 @@
 //! The questions the `tlens` subcommands ask of a model, as library functions generic over `B: Backend`: the logit
 //! lens ([`lens`]), direct logit attribution ([`attribution`]), attention patterns and per-head scores ([`heads`]),
-//! and reading token ids from JSON ([`input`]).
+//! activation patching ([`patching`]), and reading token ids from JSON ([`input`]).
 //!
 //! Each function takes a model or an [`ActivationCache`](crate::ActivationCache) and returns plain Rust data
 //! (`Vec`s of `f32` and labels, serialisable), which the command line prints and the HTML report draws.
@@ -16,6 +16,7 @@ pub mod attribution;
 pub mod heads;
 pub mod input;
 pub mod lens;
+pub mod patching;
 
 use burn_tensor::backend::Backend;
 use tlens_cache_core::{ActivationCache, BlockHook, HookPoint};
