@@ -83,6 +83,28 @@ def main():
             cache_bytes = sum(t.numel() * t.element_size() for t in cache.values())
             del cache
             seconds.append(time.perf_counter() - start)
+    elif case == "patch_head_out_by_pos":
+        from transformer_lens import patching
+
+        _, cache = model.run_with_cache(tokens)
+        corrupted = (tokens + 1) % vocab
+        metric = lambda logits: (logits[:, -1, 100] - logits[:, -1, 200]).mean()  # noqa: E731
+        for _ in range(reps):
+            start = time.perf_counter()
+            patching.get_act_patch_attn_head_out_by_pos(model, corrupted, cache, metric)
+            seconds.append(time.perf_counter() - start)
+    elif case == "grad_run":
+        # run_with_cache(incl_bwd=True) with a logit difference as the back-propagated scalar, as the reference does
+        for _ in range(reps):
+            start = time.perf_counter()
+            cache_dict, fwd, bwd = model.get_caching_hooks(None, True, None)
+            with torch.enable_grad():
+                with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
+                    logits = model(tokens)
+                    (logits[:, -1, 100] - logits[:, -1, 200]).mean().backward()
+            model.zero_grad(set_to_none=True)
+            del cache_dict
+            seconds.append(time.perf_counter() - start)
     else:
         if case in ("head_results", "full_resid_decomposition", "full_resid_decomposition_expand") and batch * pos >= 4096:
             # compute_head_results (which stack_head_results calls) materialises [batch, pos, heads, d_head, d_model]

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use burn_autodiff::Autodiff;
 use burn_tensor::Tensor;
 use burn_tensor::backend::Backend;
 use serde::Serialize;
@@ -14,6 +15,7 @@ use tlens_cache_core::{
     HookedTransformerConfig, LogitAttrs, RunOptions, Slice, StackHeadResults, StackNeuronResults,
     TokenIds,
 };
+use tlens_model::patching::{LogitDiff, PATCHES_PER_PASS, PatchSweep};
 use tlens_model::{HookedTransformer, TokenBatch};
 
 use crate::backend::BackendTask;
@@ -31,6 +33,12 @@ pub const CASES: [&str; 9] = [
     "stack_neuron_results",
     "logit_attrs",
 ];
+
+/// Cases of the causal half, run only when named (`--cases`): TransformerLens runs one forward pass per patched index,
+/// so they are sized for short sequences. `patch_head_out_by_pos` times
+/// `get_act_patch_attn_head_out_by_pos` (the clean cache made beforehand); `grad_run` times `run_with_cache` with the
+/// backward pass of a logit difference (`incl_bwd`).
+pub const CAUSAL_CASES: [&str; 2] = ["patch_head_out_by_pos", "grad_run"];
 
 /// The model shapes the benchmark runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,11 +146,12 @@ impl BackendTask for BenchCase {
     type Output = Result<BenchResult>;
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<BenchResult> {
-        if !CASES.contains(&self.case.as_str()) {
+        if !CASES.contains(&self.case.as_str()) && !CAUSAL_CASES.contains(&self.case.as_str()) {
             return Err(TlensError::Backend(format!(
-                "unknown bench case `{}`; cases: {}",
+                "unknown bench case `{}`; cases: {}, {}",
                 self.case,
-                CASES.join(", ")
+                CASES.join(", "),
+                CAUSAL_CASES.join(", ")
             )));
         }
         if self.reps == 0 || self.batch == 0 || self.pos == 0 {
@@ -171,6 +180,32 @@ impl BackendTask for BenchCase {
                     sync(model.forward(&tokens)?);
                     seconds.push(start.elapsed().as_secs_f64());
                 }
+            }
+            "patch_head_out_by_pos" => {
+                let (_, clean) = model.run_with_cache(&tokens, RunOptions::default())?;
+                // The corrupted batch: each row shifted by one token.
+                let shifted: Vec<Vec<u32>> = rows
+                    .iter()
+                    .map(|r| r.iter().map(|&t| (t + 1) % vocab as u32).collect())
+                    .collect();
+                let corrupted = TokenBatch::new(&shifted)?;
+                let sweep = PatchSweep::from_name("get_act_patch_attn_head_out_by_pos")
+                    .expect("a patching function");
+                for _ in 0..self.reps {
+                    let start = Instant::now();
+                    let out = model.activation_patch(
+                        sweep,
+                        &corrupted,
+                        &clean,
+                        &BENCH_METRIC,
+                        PATCHES_PER_PASS,
+                    )?;
+                    sync(out.physical_tensor().clone());
+                    seconds.push(start.elapsed().as_secs_f64());
+                }
+            }
+            "grad_run" => {
+                seconds = grad_runs::<B>(self.model, &tokens, self.reps, &device)?;
             }
             "run_with_cache" => {
                 for _ in 0..self.reps {
@@ -208,6 +243,37 @@ impl BackendTask for BenchCase {
             peak_rss_bytes: peak_rss(),
         })
     }
+}
+
+/// The metric of the causal cases: logit(100) − logit(200) at the last position.
+const BENCH_METRIC: LogitDiff = LogitDiff {
+    correct: 100,
+    incorrect: 200,
+};
+
+/// `grad_run`: the same model on the autodiff decorator of `B`, a cache of every hook and its gradients.
+fn grad_runs<B: Backend>(
+    model: BenchModel,
+    tokens: &TokenBatch,
+    reps: usize,
+    device: &burn_tensor::Device<B>,
+) -> Result<Vec<f64>> {
+    let params = random_params_for::<Autodiff<B>>(model.config(), 0x5eed, 0.02, device);
+    let model = HookedTransformer::new(params.cfg, params.weights)?;
+    (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            let (logits, cache) = model.run_with_cache_and_grads(
+                tokens,
+                &mut [],
+                RunOptions::default(),
+                &BENCH_METRIC,
+            )?;
+            sync(logits);
+            drop(cache);
+            Ok(start.elapsed().as_secs_f64())
+        })
+        .collect()
 }
 
 /// The cache methods as the benchmark calls them; TransformerLens's side (`reference/bench_tl.py`) makes the same

@@ -153,13 +153,33 @@ impl<B: Backend> HookedTransformer<B> {
         hooks: &mut Hooks<'_, B>,
         stop: Option<usize>,
     ) -> Result<Tensor<B, 3>> {
-        let cfg = self.cfg();
-        let w = self.weights();
-        tokens.check(cfg.d_vocab, cfg.n_ctx)?;
-        let (batch, pos) = (tokens.batch(), tokens.positions());
-        let d_model = cfg.d_model;
-        let device = self.device();
+        self.run_from(tokens, hooks, None, stop)
+    }
 
+    /// Logits of a run that starts at block `layer` from a given residual stream (`[batch, pos, d_model]`, the
+    /// `resid_pre` of that block), with hooks: the blocks before `layer` are not run again (TransformerLens's
+    /// `start_at_layer`). Activation patching uses it: a patch at layer `l` leaves everything before `l` as it was.
+    pub fn run_from_layer(
+        &self,
+        tokens: &TokenBatch,
+        layer: usize,
+        resid_pre: Tensor<B, 3>,
+        hooks: &mut [&mut dyn Hook<B>],
+    ) -> Result<Tensor<B, 3>> {
+        let hooks = hooks.iter_mut().map(|h| reborrow(*h)).collect();
+        self.run_from(
+            tokens,
+            &mut Hooks::new(hooks),
+            Some((layer, resid_pre)),
+            None,
+        )
+    }
+
+    /// The token (and learned positional) embedding, with their hooks.
+    fn embed(&self, tokens: &TokenBatch, hooks: &mut Hooks<'_, B>) -> Result<Tensor<B, 3>> {
+        let w = self.weights();
+        let (batch, pos, d_model) = (tokens.batch(), tokens.positions(), self.cfg().d_model);
+        let device = self.device();
         let embed = w
             .W_E
             .clone()
@@ -176,7 +196,37 @@ impl<B: Backend> HookedTransformer<B> {
             let pos_embed = hooks.fire(HookPoint::PosEmbed, pos_embed)?;
             resid = resid + pos_embed;
         }
+        Ok(resid)
+    }
 
+    /// The forward pass from the embedding, or from block `start.0` with the residual stream `start.1`.
+    fn run_from(
+        &self,
+        tokens: &TokenBatch,
+        hooks: &mut Hooks<'_, B>,
+        start: Option<(usize, Tensor<B, 3>)>,
+        stop: Option<usize>,
+    ) -> Result<Tensor<B, 3>> {
+        let cfg = self.cfg();
+        let w = self.weights();
+        tokens.check(cfg.d_vocab, cfg.n_ctx)?;
+        let (batch, pos) = (tokens.batch(), tokens.positions());
+        let device = self.device();
+        let (first, mut resid) = match start {
+            Some((layer, resid)) => {
+                let expected = [batch, pos, cfg.d_model];
+                if resid.dims() != expected || layer >= cfg.n_layers {
+                    return Err(CacheError::Shape(format!(
+                        "a run from layer {layer} of {} needs a residual stream of shape {expected:?}, got {:?}",
+                        cfg.n_layers,
+                        resid.dims()
+                    ))
+                    .into());
+                }
+                (layer, resid)
+            }
+            None => (0, self.embed(tokens, hooks)?),
+        };
         let ctx = ForwardContext {
             cfg,
             rotary: (!cfg.has_pos_embed()).then(|| Rotary::new(cfg, pos, &device)),
@@ -187,6 +237,7 @@ impl<B: Backend> HookedTransformer<B> {
             .iter()
             .enumerate()
             .take(stop.unwrap_or(cfg.n_layers))
+            .skip(first)
         {
             resid = block_forward(&ctx, l, block, resid, hooks)?;
         }

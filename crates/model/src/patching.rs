@@ -244,29 +244,52 @@ impl<B: Backend> HookedTransformer<B> {
         let clean_acts = (0..cfg.n_layers)
             .map(|l| clean.get(HookPoint::Block(l, hook)))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        // A patch at layer `l` leaves the blocks before `l` as in the corrupted run: start there from its stream.
+        let resid_pre_names = (0..cfg.n_layers)
+            .map(|l| HookPoint::Block(l, BlockHook::ResidPre).to_string())
+            .collect();
+        let (_, corrupted_cache) = self.run_with_cache(
+            corrupted,
+            tlens_cache_core::RunOptions {
+                names_filter: tlens_cache_core::NamesFilter::Names(resid_pre_names),
+                ..Default::default()
+            },
+        )?;
+        let batch = corrupted.batch();
         let mut values = Vec::with_capacity(indices.len());
-        for chunk in indices.chunks(patches_per_pass.max(1)) {
-            let copies = chunk.len();
-            let rows: Vec<Vec<u32>> = (0..copies)
-                .flat_map(|_| (0..corrupted.batch()).map(|b| corrupted.row(b).to_vec()))
-                .collect();
-            let mut patch = SweepHook {
-                hook,
-                patches: chunk
-                    .iter()
-                    .map(|(l, select)| {
-                        Intervention::new(
-                            HookPoint::Block(*l, hook),
-                            Op::Patch(clean_acts[*l].clone()),
-                            select.clone(),
-                        )
-                    })
-                    .collect(),
-            };
-            let logits = self.run_with_hooks(&TokenBatch::new(&rows)?, &mut [&mut patch])?;
-            let batch = corrupted.batch();
-            for i in 0..copies {
-                values.push(metric.eval(logits.clone().narrow(0, i * batch, batch))?);
+        for layer in 0..cfg.n_layers {
+            let resid_pre = corrupted_cache
+                .get(HookPoint::Block(layer, BlockHook::ResidPre))?
+                .into_tensor::<3>()?;
+            let in_layer: Vec<&(usize, Selector)> =
+                indices.iter().filter(|(l, _)| *l == layer).collect();
+            for chunk in in_layer.chunks(patches_per_pass.max(1)) {
+                let copies = chunk.len();
+                let rows: Vec<Vec<u32>> = (0..copies)
+                    .flat_map(|_| (0..batch).map(|b| corrupted.row(b).to_vec()))
+                    .collect();
+                let mut patch = SweepHook {
+                    hook,
+                    patches: chunk
+                        .iter()
+                        .map(|(l, select)| {
+                            Intervention::new(
+                                HookPoint::Block(*l, hook),
+                                Op::Patch(clean_acts[*l].clone()),
+                                select.clone(),
+                            )
+                        })
+                        .collect(),
+                };
+                let logits = self.run_from_layer(
+                    &TokenBatch::new(&rows)?,
+                    layer,
+                    Tensor::cat(vec![resid_pre.clone(); copies], 0),
+                    &mut [&mut patch],
+                )?;
+                for i in 0..copies {
+                    values.push(metric.eval(logits.clone().narrow(0, i * batch, batch))?);
+                }
             }
         }
         let device = self.device();
