@@ -449,7 +449,7 @@ impl BackendTask for PatchCmd {
             .map(|(i, t)| format!("{i}:{t:?}"))
             .collect();
         let bar = spinner("patching");
-        let report = standard_sweeps(&loaded.model, &clean, &corrupted, metric, &labels)?;
+        let report = standard_sweeps(&loaded.model, &clean, &corrupted, metric, &labels, true)?;
         bar.finish_and_clear();
         println!("model: {name}");
         println!(
@@ -459,17 +459,20 @@ impl BackendTask for PatchCmd {
         for (title, grid) in [
             (
                 "residual stream before each layer (get_act_patch_resid_pre)",
-                &report.resid_pre,
+                Some(&report.resid_pre),
             ),
             (
                 "each head over all positions (get_act_patch_attn_head_out_all_pos)",
-                &report.heads,
+                Some(&report.heads),
             ),
             (
                 "each head by position (get_act_patch_attn_head_out_by_pos)",
-                &report.heads_by_pos,
+                report.heads_by_pos.as_ref(),
             ),
-        ] {
+        ]
+        .into_iter()
+        .filter_map(|(title, grid)| Some((title, grid?)))
+        {
             println!("\n{title}:");
             println!(
                 "{:>8} {}",

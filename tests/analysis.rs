@@ -291,7 +291,7 @@ fn report_is_self_contained_html() {
     };
     let mut steps = Vec::new();
     let report = build_report(&loaded, &args, &mut |i| steps.push(i)).unwrap();
-    assert_eq!(steps, [0, 1, 2, 3]);
+    assert_eq!(steps, [0, 1, 2, 3, 4]);
     let html = report.to_html();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(!html.contains("{{"), "a placeholder is left");
@@ -304,12 +304,22 @@ fn report_is_self_contained_html() {
         "data-expected-charts=\"{}\"",
         report.chart_count()
     )));
-    assert_eq!(report.chart_count(), 8 + 3 + 1 + 1 + 2 + 1);
+    assert_eq!(report.chart_count(), 8 + 3 + 1 + 1 + 2 + 1 + 2);
     let json = &html[html.find("id=\"tlens-data\">").unwrap() + 16..];
     let json = &json[..json.find("</script>").unwrap()];
     let value: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(value["model"]["n_heads"], 4);
     assert_eq!(value["dla"]["against"], 5);
+    // The patching task's runs differ at one position: patching it before layer 0 restores the clean metric.
+    let p = &report.patching;
+    let restored = p.resid_pre.values[0][report.patching_changed];
+    assert!(
+        (restored - p.clean).abs() < 1e-4,
+        "{restored} vs {}",
+        p.clean
+    );
+    assert_eq!(p.heads.values.len(), 2);
+    assert!(p.heads_by_pos.is_none());
 }
 
 #[test]

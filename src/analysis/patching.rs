@@ -31,8 +31,9 @@ pub struct PatchReport {
     pub resid_pre: Grid,
     /// `get_act_patch_attn_head_out_all_pos`: `[layer, head]`.
     pub heads: Grid,
-    /// `get_act_patch_attn_head_out_by_pos`: `[layer·head, position]`.
-    pub heads_by_pos: Grid,
+    /// `get_act_patch_attn_head_out_by_pos`: `[layer·head, position]`, when asked for (one forward pass per layer,
+    /// position and head: the slowest of the three).
+    pub heads_by_pos: Option<Grid>,
 }
 
 /// Runs the standard sweeps of a clean and a corrupted prompt of the same length, with the metric
@@ -43,6 +44,7 @@ pub fn standard_sweeps<B: Backend>(
     corrupted: &TokenBatch,
     metric: LogitDiff,
     position_labels: &[String],
+    by_pos: bool,
 ) -> Result<PatchReport> {
     if clean.positions() != corrupted.positions() || clean.batch() != corrupted.batch() {
         return Err(TlensError::Analysis(format!(
@@ -68,16 +70,21 @@ pub fn standard_sweeps<B: Backend>(
         rows,
         columns,
     };
-    let by_pos = sweep("get_act_patch_attn_head_out_by_pos")?; // [layer, pos, head]
-    let pos = clean.positions();
-    let mut head_rows = Vec::new();
-    let mut head_values = Vec::new();
-    for l in 0..cfg.n_layers {
-        for h in 0..cfg.n_heads {
-            head_rows.push(format!("L{l}H{h}"));
-            head_values.extend((0..pos).map(|p| by_pos[(l * pos + p) * cfg.n_heads + h]));
+    let heads_by_pos = if by_pos {
+        let values = sweep("get_act_patch_attn_head_out_by_pos")?; // [layer, pos, head]
+        let pos = clean.positions();
+        let mut rows = Vec::new();
+        let mut by_head = Vec::new();
+        for l in 0..cfg.n_layers {
+            for h in 0..cfg.n_heads {
+                rows.push(format!("L{l}H{h}"));
+                by_head.extend((0..pos).map(|p| values[(l * pos + p) * cfg.n_heads + h]));
+            }
         }
-    }
+        Some(grid(rows, position_labels.to_vec(), by_head))
+    } else {
+        None
+    };
     Ok(PatchReport {
         clean: metric.eval(model.forward(clean)?)?,
         corrupted: metric.eval(model.forward(corrupted)?)?,
@@ -87,7 +94,7 @@ pub fn standard_sweeps<B: Backend>(
             sweep("get_act_patch_resid_pre")?,
         ),
         heads: grid(layers, heads, sweep("get_act_patch_attn_head_out_all_pos")?),
-        heads_by_pos: grid(head_rows, position_labels.to_vec(), head_values),
+        heads_by_pos,
     })
 }
 

@@ -4,18 +4,21 @@
 //! Charts: the attention pattern of every head on the prompt (canvas heatmaps), the attention of the strongest
 //! induction heads on repeated random tokens, the table of induction / previous-token / duplicate-token scores, the
 //! logit-lens heatmap (SVG, target probability per layer and position, top token in each cell), and the direct logit
-//! attribution bar charts of heads, sublayers and neurons. Each chart is an element with a `data-chart` attribute
+//! attribution bar charts of heads, sublayers and neurons, and activation-patching heatmaps (residual stream by layer and
+//! position, heads) of an induction task. Each chart is an element with a `data-chart` attribute
 //! that the script fills and marks `data-rendered="1"`.
 
 use burn_tensor::backend::Backend;
 use serde::Serialize;
 use tlens_cache_core::RunOptions;
+use tlens_model::patching::LogitDiff;
 use tlens_model::{LoadedModel, TokenBatch};
 
 use crate::analysis::attribution::{Dla, DlaArgs, direct_logit_attribution};
 use crate::analysis::heads::{HeadScores, HeadScoresArgs, attention_patterns, head_scores};
 use crate::analysis::input::token_strings;
 use crate::analysis::lens::{LensArgs, LensTable, logit_lens};
+use crate::analysis::patching::{PatchReport, standard_sweeps};
 use crate::error::Result;
 
 const TEMPLATE: &str = include_str!("template.html");
@@ -40,11 +43,12 @@ pub struct ReportArgs {
 }
 
 /// The steps [`build_report`] reports progress on, in order.
-pub const STEPS: [&str; 4] = [
+pub const STEPS: [&str; 5] = [
     "running the prompt",
     "scoring heads on repeated random tokens",
     "logit lens",
     "direct logit attribution",
+    "activation patching",
 ];
 
 /// Everything the report shows, as the page's JSON.
@@ -78,6 +82,39 @@ pub struct Report {
     pub dla_target: String,
     /// The counterfactual token as text.
     pub dla_against: Option<String>,
+    /// Activation patching on an induction task (see [`induction_patching`]).
+    pub patching: PatchReport,
+    /// The patching task's clean tokens as text.
+    pub patching_tokens: Vec<String>,
+    /// The position whose token the corrupted run changes.
+    pub patching_changed: usize,
+    /// The answer and the wrong answer of the patching metric, as text.
+    pub patching_answers: (String, String),
+}
+
+/// The report's activation-patching task, built from the head scores' first repeated random sequence `[bos,] r, r`:
+/// the clean run is `[bos,] r, r[..n-1]`, which should continue with `r[n-1]`; the corrupted run changes the first
+/// `r[n-1]` to a token that is not in `r`, so induction now points at that one. The metric is
+/// `logit(r[n-1]) − logit(other)` at the last position.
+fn induction_patching(scores: &HeadScores, vocab: usize) -> (Vec<u32>, Vec<u32>, usize, LogitDiff) {
+    let offset = usize::from(scores.bos.is_some());
+    let n = (scores.tokens.len() - offset) / 2;
+    let r = &scores.tokens[offset..offset + n];
+    let answer = r[n - 1];
+    let vocab = vocab as u32;
+    let other = (1..vocab)
+        .map(|d| (answer + d) % vocab)
+        .find(|t| Some(*t) != scores.bos && !r.contains(t))
+        .unwrap_or((answer + 1) % vocab);
+    let clean: Vec<u32> = [&scores.tokens[..offset], r, &r[..n - 1]].concat();
+    let mut corrupted = clean.clone();
+    let changed = offset + n - 1;
+    corrupted[changed] = other;
+    let metric = LogitDiff {
+        correct: answer,
+        incorrect: other,
+    };
+    (clean, corrupted, changed, metric)
 }
 
 /// The model's shape, for the report's header.
@@ -158,6 +195,23 @@ pub fn build_report<B: Backend>(
         },
     )?;
 
+    progress(4);
+    let (clean, corrupted, changed, metric) = induction_patching(&scores, cfg.d_vocab);
+    let patching_tokens = text(&clean);
+    let labels: Vec<String> = patching_tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{i}:{t}"))
+        .collect();
+    let patching = standard_sweeps(
+        model,
+        &TokenBatch::single(clean)?,
+        &TokenBatch::single(corrupted)?,
+        metric,
+        &labels,
+        false,
+    )?;
+
     Ok(Report {
         model_name: args.model_name.clone(),
         model: ModelSummary {
@@ -181,6 +235,13 @@ pub fn build_report<B: Backend>(
         dla_target: text(&[target]).concat(),
         dla_against: args.against.map(|a| text(&[a]).concat()),
         dla,
+        patching,
+        patching_tokens,
+        patching_changed: changed,
+        patching_answers: (
+            text(&[metric.correct]).concat(),
+            text(&[metric.incorrect]).concat(),
+        ),
     })
 }
 
@@ -211,7 +272,14 @@ impl Report {
         let heads = self.model.n_layers * self.model.n_heads;
         // prompt attention per head + induction-sequence attention for the top heads + scores table + lens + DLA
         // charts (heads, layers, and neurons when the model has MLPs).
-        heads + INDUCTION_PATTERNS.min(heads) + 1 + 1 + 2 + usize::from(self.dla.neurons.is_some())
+        // charts (heads, layers, and neurons when the model has MLPs) + the two patching heatmaps.
+        heads
+            + INDUCTION_PATTERNS.min(heads)
+            + 1
+            + 1
+            + 2
+            + usize::from(self.dla.neurons.is_some())
+            + 2
     }
 }
 

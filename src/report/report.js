@@ -233,12 +233,46 @@
     }
   }
 
+  // A grid of patching results, coloured by the share of the clean-minus-corrupted metric the patch restores.
+  function patchGrid(node, g, clean, corrupted) {
+    var cw = 56, ch = 22, left = 70, top = 30;
+    var w = left + g.columns.length * cw + 10, h = top + g.rows.length * ch + 10;
+    var root = svg("svg", { width: w, height: h, viewBox: "0 0 " + w + " " + h, role: "img" });
+    g.columns.forEach(function (c, j) {
+      root.appendChild(svg("text", { x: left + j * cw + cw / 2, y: top - 8, "text-anchor": "middle", "class": "label" }, short(c, 8)));
+    });
+    g.rows.forEach(function (r, i) {
+      root.appendChild(svg("text", { x: left - 6, y: top + i * ch + ch / 2 + 4, "text-anchor": "end", "class": "label" }, r));
+      g.values[i].forEach(function (v, j) {
+        var share = clean !== corrupted ? (v - corrupted) / (clean - corrupted) : 0;
+        var cell = svg("rect", { x: left + j * cw, y: top + i * ch, width: cw - 1, height: ch - 1, fill: div(share, 1), "data-cell": i + "," + j });
+        cell.appendChild(svg("title", {}, r + ", " + g.columns[j] + ": " + fmt(v) + " (" + (100 * share).toFixed(0) + "% restored)"));
+        root.appendChild(cell);
+      });
+    });
+    node.appendChild(root);
+    done(node);
+  }
+
+  function patching() {
+    var p = data.patching;
+    document.getElementById("patching-help").textContent =
+      "Clean run: " + data.patching_tokens.map(tok).join(" ") + ". The corrupted run changes position " + data.patching_changed +
+      " to " + tok(data.patching_answers[1]) + ", so the continuation by induction changes. Metric: logit of " +
+      tok(data.patching_answers[0]) + " minus logit of " + tok(data.patching_answers[1]) + " at the last position: clean " +
+      fmt(p.clean) + ", corrupted " + fmt(p.corrupted) + ". Each cell: the metric with that one activation patched from the " +
+      "clean run into the corrupted one (colour: the share of the difference it restores).";
+    patchGrid(document.querySelector('[data-chart="patching-resid"]'), p.resid_pre, p.clean, p.corrupted);
+    patchGrid(document.querySelector('[data-chart="patching-heads"]'), p.heads, p.clean, p.corrupted);
+  }
+
   summary();
   scoreTables();
   inductionPatterns();
   promptPatterns();
   lens();
   dla();
+  patching();
   document.body.dataset.chartsRendered = String(rendered);
   console.log("tlens report: rendered " + rendered + " charts");
 })();
