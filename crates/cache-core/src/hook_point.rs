@@ -272,6 +272,25 @@ impl HookPoint {
         }
     }
 
+    /// The logical axis, counted from the end, that holds heads: `-2` for per-head vectors (`[.., H, d]`), `-3` for
+    /// attention scores and patterns (`[.., H, query, key]`), `None` for hooks without a head axis.
+    pub fn head_axis(&self) -> Option<isize> {
+        match self {
+            HookPoint::Block(
+                _,
+                BlockHook::Q
+                | BlockHook::K
+                | BlockHook::V
+                | BlockHook::RotQ
+                | BlockHook::RotK
+                | BlockHook::Z
+                | BlockHook::Result,
+            ) => Some(-2),
+            HookPoint::Block(_, BlockHook::AttnScores | BlockHook::Pattern) => Some(-3),
+            _ => None,
+        }
+    }
+
     /// The block a hook belongs to, if any.
     pub fn layer(&self) -> Option<usize> {
         match self {

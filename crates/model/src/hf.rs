@@ -615,14 +615,7 @@ fn convert_neox(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Ten
             ("ln1", "input_layernorm"),
             ("ln2", "post_attention_layernorm"),
         ] {
-            tl.insert(
-                t(&format!("{ours}.w")),
-                hf.take(&p(&format!("{theirs}.weight")), &[d])?,
-            );
-            tl.insert(
-                t(&format!("{ours}.b")),
-                hf.take(&p(&format!("{theirs}.bias")), &[d])?,
-            );
+            layer_norm(&mut hf, &mut tl, &p(theirs), t(ours), d)?;
         }
         let qkv = hf.take(&p("attention.query_key_value.weight"), &[3 * d, d])?;
         let qkv_bias = hf.take(&p("attention.query_key_value.bias"), &[3 * d])?;
@@ -653,25 +646,22 @@ fn convert_neox(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Ten
         let w_o = hf.take(&p("attention.dense.weight"), &[d, d])?;
         tl.insert(t("attn.W_O"), reshaped(transpose(&w_o), vec![h, dh, d]));
         tl.insert(t("attn.b_O"), hf.take(&p("attention.dense.bias"), &[d])?);
-        tl.insert(
-            t("mlp.W_in"),
-            transpose(&hf.take(&p("mlp.dense_h_to_4h.weight"), &[m, d])?),
-        );
-        tl.insert(t("mlp.b_in"), hf.take(&p("mlp.dense_h_to_4h.bias"), &[m])?);
-        tl.insert(
-            t("mlp.W_out"),
-            transpose(&hf.take(&p("mlp.dense_4h_to_h.weight"), &[d, m])?),
-        );
-        tl.insert(t("mlp.b_out"), hf.take(&p("mlp.dense_4h_to_h.bias"), &[d])?);
+        linear_mlp(
+            &mut hf,
+            &mut tl,
+            l,
+            &p("mlp.dense_h_to_4h"),
+            &p("mlp.dense_4h_to_h"),
+            (d, m),
+        )?;
     }
-    tl.insert(
-        "ln_final.w".to_string(),
-        hf.take("gpt_neox.final_layer_norm.weight", &[d])?,
-    );
-    tl.insert(
-        "ln_final.b".to_string(),
-        hf.take("gpt_neox.final_layer_norm.bias", &[d])?,
-    );
+    layer_norm(
+        &mut hf,
+        &mut tl,
+        "gpt_neox.final_layer_norm",
+        "ln_final".into(),
+        d,
+    )?;
     let unembed = hf.take("embed_out.weight", &[v, d])?;
     tl.insert("unembed.W_U".to_string(), transpose(&unembed));
     tl.insert("unembed.b_U".to_string(), zeros(vec![v]));
@@ -707,25 +697,16 @@ fn convert_gptj(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Ten
         let w_o = hf.take(&p("attn.out_proj.weight"), &[d, h * dh])?;
         tl.insert(t("attn.W_O"), reshaped(transpose(&w_o), vec![h, dh, d]));
         tl.insert(t("attn.b_O"), zeros(vec![d]));
-        tl.insert(
-            t("mlp.W_in"),
-            transpose(&hf.take(&p("mlp.fc_in.weight"), &[m, d])?),
-        );
-        tl.insert(t("mlp.b_in"), hf.take(&p("mlp.fc_in.bias"), &[m])?);
-        tl.insert(
-            t("mlp.W_out"),
-            transpose(&hf.take(&p("mlp.fc_out.weight"), &[d, m])?),
-        );
-        tl.insert(t("mlp.b_out"), hf.take(&p("mlp.fc_out.bias"), &[d])?);
+        linear_mlp(
+            &mut hf,
+            &mut tl,
+            l,
+            &p("mlp.fc_in"),
+            &p("mlp.fc_out"),
+            (d, m),
+        )?;
     }
-    tl.insert(
-        "ln_final.w".to_string(),
-        hf.take("transformer.ln_f.weight", &[d])?,
-    );
-    tl.insert(
-        "ln_final.b".to_string(),
-        hf.take("transformer.ln_f.bias", &[d])?,
-    );
+    layer_norm(&mut hf, &mut tl, "transformer.ln_f", "ln_final".into(), d)?;
     tl.insert(
         "unembed.W_U".to_string(),
         transpose(&hf.take("lm_head.weight", &[v, d])?),
@@ -754,14 +735,7 @@ fn convert_opt(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Tens
         let p = |s: &str| format!("model.decoder.layers.{l}.{s}");
         let t = |s: &str| format!("blocks.{l}.{s}");
         for (ours, theirs) in [("ln1", "self_attn_layer_norm"), ("ln2", "final_layer_norm")] {
-            tl.insert(
-                t(&format!("{ours}.w")),
-                hf.take(&p(&format!("{theirs}.weight")), &[d])?,
-            );
-            tl.insert(
-                t(&format!("{ours}.b")),
-                hf.take(&p(&format!("{theirs}.bias")), &[d])?,
-            );
+            layer_norm(&mut hf, &mut tl, &p(theirs), t(ours), d)?;
         }
         for (name, proj) in [("Q", "q_proj"), ("K", "k_proj"), ("V", "v_proj")] {
             let weight = hf.take(&p(&format!("self_attn.{proj}.weight")), &[h * dh, d])?;
@@ -772,28 +746,61 @@ fn convert_opt(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Result<Tens
         let w_o = hf.take(&p("self_attn.out_proj.weight"), &[d, h * dh])?;
         tl.insert(t("attn.W_O"), reshaped(transpose(&w_o), vec![h, dh, d]));
         tl.insert(t("attn.b_O"), hf.take(&p("self_attn.out_proj.bias"), &[d])?);
-        tl.insert(
-            t("mlp.W_in"),
-            transpose(&hf.take(&p("fc1.weight"), &[m, d])?),
-        );
-        tl.insert(t("mlp.b_in"), hf.take(&p("fc1.bias"), &[m])?);
-        tl.insert(
-            t("mlp.W_out"),
-            transpose(&hf.take(&p("fc2.weight"), &[d, m])?),
-        );
-        tl.insert(t("mlp.b_out"), hf.take(&p("fc2.bias"), &[d])?);
+        linear_mlp(&mut hf, &mut tl, l, &p("fc1"), &p("fc2"), (d, m))?;
     }
-    tl.insert(
-        "ln_final.w".to_string(),
-        hf.take("model.decoder.final_layer_norm.weight", &[d])?,
-    );
-    tl.insert(
-        "ln_final.b".to_string(),
-        hf.take("model.decoder.final_layer_norm.bias", &[d])?,
-    );
+    layer_norm(
+        &mut hf,
+        &mut tl,
+        "model.decoder.final_layer_norm",
+        "ln_final".into(),
+        d,
+    )?;
     tl.insert("unembed.W_U".to_string(), transpose(&unembed));
     tl.insert("unembed.b_U".to_string(), zeros(vec![v]));
     finish(hf, tl)
+}
+
+/// An MLP of two `nn.Linear`s with biases (`fc_in`: `[m, d]`, `fc_out`: `[d, m]`) as block `l`'s `W_in`, `b_in`,
+/// `W_out`, `b_out`.
+fn linear_mlp(
+    hf: &mut TensorFile,
+    tl: &mut BTreeMap<String, TensorData>,
+    l: usize,
+    fc_in: &str,
+    fc_out: &str,
+    (d, m): (usize, usize),
+) -> Result<()> {
+    let t = |s: &str| format!("blocks.{l}.mlp.{s}");
+    tl.insert(
+        t("W_in"),
+        transpose(&hf.take(&format!("{fc_in}.weight"), &[m, d])?),
+    );
+    tl.insert(t("b_in"), hf.take(&format!("{fc_in}.bias"), &[m])?);
+    tl.insert(
+        t("W_out"),
+        transpose(&hf.take(&format!("{fc_out}.weight"), &[d, m])?),
+    );
+    tl.insert(t("b_out"), hf.take(&format!("{fc_out}.bias"), &[d])?);
+    Ok(())
+}
+
+/// A LayerNorm's `{theirs}.weight` and `{theirs}.bias` as TransformerLens's `{ours}.w` and `{ours}.b`.
+fn layer_norm(
+    hf: &mut TensorFile,
+    tl: &mut BTreeMap<String, TensorData>,
+    theirs: &str,
+    ours: String,
+    d: usize,
+) -> Result<()> {
+    tl.insert(
+        format!("{ours}.w"),
+        hf.take(&format!("{theirs}.weight"), &[d])?,
+    );
+    tl.insert(
+        format!("{ours}.b"),
+        hf.take(&format!("{theirs}.bias"), &[d])?,
+    );
+    Ok(())
 }
 
 /// Fails on a Hugging Face tensor nothing converted, else returns the TransformerLens state dict.

@@ -3,7 +3,7 @@
 
 use burn_tensor::{Bool, Tensor, TensorData, backend::Backend};
 use tlens_cache_core::dyn_tensor::MAX_RANK;
-use tlens_cache_core::{BlockHook, CacheError, DynTensor, Hook, HookPoint, Norm};
+use tlens_cache_core::{BlockHook, CacheError, DynTensor, Hook, HookPoint};
 
 /// Which entries of an activation an intervention changes; `None` on an axis means all of it, and the selection is
 /// every combination of the chosen heads, positions and neurons.
@@ -69,21 +69,9 @@ impl<B: Backend> Intervention<B> {
         let bad =
             |m: String| CacheError::InvalidArgument(format!("intervention at `{point}`: {m}"));
         let rank = shape.len();
-        let (pos_axis, head_axis) = match point {
-            HookPoint::Block(
-                _,
-                BlockHook::Q
-                | BlockHook::K
-                | BlockHook::V
-                | BlockHook::RotQ
-                | BlockHook::RotK
-                | BlockHook::Z
-                | BlockHook::Result,
-            ) => (Some(1), Some(2)),
-            HookPoint::Block(_, BlockHook::AttnScores | BlockHook::Pattern) => (Some(2), Some(1)),
-            HookPoint::Block(_, BlockHook::Norm(Norm::QNorm | Norm::KNorm, _)) => (None, None),
-            _ => (Some(1), None),
-        };
+        // The hook schema's axes count from the end; the activation here always has its batch axis.
+        let from_end = |axis: Option<isize>| axis.map(|a| (rank as isize + a) as usize);
+        let (pos_axis, head_axis) = (from_end(point.position_axis()), from_end(point.head_axis()));
         let mut chosen: Vec<Option<Vec<bool>>> = vec![None; rank];
         let mut choose = |axis: Option<usize>,
                           what: &str,
