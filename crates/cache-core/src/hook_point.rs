@@ -158,6 +158,20 @@ impl BlockHook {
         BlockHook::ResidPost,
     ];
 
+    /// Whether the activation is one vector per head, `[batch, pos, head, d]` (q, k, v, z, result, rot_q, rot_k).
+    pub fn is_head_vector(self) -> bool {
+        matches!(
+            self,
+            BlockHook::Q
+                | BlockHook::K
+                | BlockHook::V
+                | BlockHook::RotQ
+                | BlockHook::RotK
+                | BlockHook::Z
+                | BlockHook::Result
+        )
+    }
+
     /// The name after `blocks.{l}.`.
     pub fn suffix(self) -> String {
         let fixed = match self {
@@ -257,16 +271,7 @@ impl HookPoint {
     /// `rot_q`/`rot_k`; tlens slices each hook on its real position axis.
     pub fn position_axis(&self) -> Option<isize> {
         match self {
-            HookPoint::Block(
-                _,
-                BlockHook::Q
-                | BlockHook::K
-                | BlockHook::V
-                | BlockHook::RotQ
-                | BlockHook::RotK
-                | BlockHook::Z
-                | BlockHook::Result,
-            ) => Some(-3),
+            HookPoint::Block(_, hook) if hook.is_head_vector() => Some(-3),
             HookPoint::Block(_, BlockHook::Norm(Norm::QNorm | Norm::KNorm, _)) => None,
             _ => Some(-2),
         }
@@ -276,16 +281,7 @@ impl HookPoint {
     /// attention scores and patterns (`[.., H, query, key]`), `None` for hooks without a head axis.
     pub fn head_axis(&self) -> Option<isize> {
         match self {
-            HookPoint::Block(
-                _,
-                BlockHook::Q
-                | BlockHook::K
-                | BlockHook::V
-                | BlockHook::RotQ
-                | BlockHook::RotK
-                | BlockHook::Z
-                | BlockHook::Result,
-            ) => Some(-2),
+            HookPoint::Block(_, hook) if hook.is_head_vector() => Some(-2),
             HookPoint::Block(_, BlockHook::AttnScores | BlockHook::Pattern) => Some(-3),
             _ => None,
         }
