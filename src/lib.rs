@@ -25,7 +25,7 @@ pub mod report;
 
 pub use error::{Result, TlensError};
 pub use tlens_cache_core::{
-    self as cache_core, ActivationCache, BlockHook, CacheError, CacheKey, DynTensor, Hook,
+    self as cache_core, ActivationCache, BlockHook, CacheError, CacheKey, DynTensor, FnHook, Hook,
     HookPoint, HookedTransformerConfig, NamesFilter, RunOptions, Slice, get_act_name,
 };
 pub use tlens_model::{

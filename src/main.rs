@@ -100,6 +100,38 @@ struct Input {
     tokens: Option<PathBuf>,
 }
 
+/// Interventions applied during the run, before caching.
+#[derive(Args, Clone)]
+struct HookOps {
+    /// An intervention before caching, `OP@HOOK[:heads=..][:positions=..][:neurons=..][:factor=F]` with OP zero,
+    /// scale or mean; e.g. `zero@blocks.1.attn.hook_z:heads=3` ablates head L1H3. Repeatable.
+    #[arg(long = "hook-op", value_name = "SPEC")]
+    hook_ops: Vec<String>,
+}
+
+impl HookOps {
+    /// The run's logits and cache, with the interventions active.
+    fn run_with_cache<B: Backend>(
+        &self,
+        loaded: &LoadedModel<B>,
+        tokens: &TokenBatch,
+        options: RunOptions,
+    ) -> Result<(burn_tensor::Tensor<B, 3>, tlens::ActivationCache<B>)> {
+        let mut interventions = self
+            .hook_ops
+            .iter()
+            .map(|spec| parse_hook_op(spec, &loaded.model))
+            .collect::<Result<Vec<_>>>()?;
+        let mut hooks: Vec<&mut dyn Hook<B>> = interventions
+            .iter_mut()
+            .map(|i| i as &mut dyn Hook<B>)
+            .collect();
+        Ok(loaded
+            .model
+            .run_with_hooks_and_cache(tokens, &mut hooks, options)?)
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -107,10 +139,8 @@ struct RunArgs {
     /// Hook names to cache (default: all).
     #[arg(long = "hook", value_name = "NAME")]
     hooks: Vec<String>,
-    /// An intervention before caching, `OP@HOOK[:heads=..][:positions=..][:neurons=..][:factor=F]` with OP zero,
-    /// scale or mean; e.g. `zero@blocks.1.attn.hook_z:heads=3` ablates head L1H3. Repeatable.
-    #[arg(long = "hook-op", value_name = "SPEC")]
-    hook_ops: Vec<String>,
+    #[command(flatten)]
+    ops: HookOps,
     /// How many predictions to print.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -136,6 +166,8 @@ struct LensCmd {
     /// Which sequence of a --tokens batch.
     #[arg(long, default_value_t = 0)]
     batch_index: usize,
+    #[command(flatten)]
+    ops: HookOps,
 }
 
 #[derive(Args)]
@@ -157,6 +189,8 @@ struct AttributeCmd {
     /// Which sequence of a --tokens batch.
     #[arg(long, default_value_t = 0)]
     batch_index: usize,
+    #[command(flatten)]
+    ops: HookOps,
 }
 
 #[derive(Args)]
@@ -296,19 +330,10 @@ impl BackendTask for RunArgs {
         } else {
             NamesFilter::Names(self.hooks.clone())
         };
-        let mut interventions = self
-            .hook_ops
-            .iter()
-            .map(|spec| parse_hook_op(spec, &loaded.model))
-            .collect::<Result<Vec<_>>>()?;
-        let mut hooks: Vec<&mut dyn Hook<B>> = interventions
-            .iter_mut()
-            .map(|i| i as &mut dyn Hook<B>)
-            .collect();
         let bar = spinner("running the model");
-        let (logits, cache) = loaded.model.run_with_hooks_and_cache(
+        let (logits, cache) = self.ops.run_with_cache(
+            &loaded,
             &tokens,
-            &mut hooks,
             RunOptions {
                 names_filter,
                 ..RunOptions::default()
@@ -369,9 +394,9 @@ impl BackendTask for LensCmd {
         let tokens = tokens(&self.input, &loaded)?;
         let target = token_arg(&loaded, self.target.as_deref())?;
         let bar = spinner("running the model");
-        let (_, cache) = loaded
-            .model
-            .run_with_cache(&tokens, RunOptions::default())?;
+        let (_, cache) = self
+            .ops
+            .run_with_cache(&loaded, &tokens, RunOptions::default())?;
         bar.set_message("logit lens");
         let row = tokens
             .rows()
@@ -500,9 +525,9 @@ impl BackendTask for AttributeCmd {
         let tokens = tokens(&self.input, &loaded)?;
         let against = token_arg(&loaded, self.against.as_deref())?;
         let bar = spinner("running the model");
-        let (logits, cache) = loaded
-            .model
-            .run_with_cache(&tokens, RunOptions::default())?;
+        let (logits, cache) = self
+            .ops
+            .run_with_cache(&loaded, &tokens, RunOptions::default())?;
         let position = resolve_position(self.position, tokens.positions())?;
         let target = match token_arg(&loaded, self.target.as_deref())? {
             Some(t) => t,

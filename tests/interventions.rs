@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use tlens::model::patching::{LogitDiff, PatchSweep, every};
 use tlens::{
-    BlockHook, DynTensor, Hook, HookPoint, Intervention, Op, Processing, RunOptions, Selector,
-    TokenBatch, load_hf,
+    BlockHook, DynTensor, FnHook, Hook, HookPoint, Intervention, Op, Processing, RunOptions,
+    Selector, TokenBatch, load_hf,
 };
 
 type B = burn_ndarray::NdArray<f32>;
@@ -104,6 +104,21 @@ fn patching_in_the_same_run_changes_nothing() {
     );
     let patched = model.run_with_hooks(&tokens(), &mut [&mut patch]).unwrap();
     assert_eq!(values(DynTensor::new(patched)), logits);
+}
+
+#[test]
+fn a_closure_hook_equals_the_built_in_intervention() {
+    let model = model();
+    let point = HookPoint::Block(1, BlockHook::ResidPre);
+    let mut closure = FnHook::new(point, |x: &DynTensor<B>| {
+        Ok(Some(x.clone().map(|t| t * 2.0)))
+    });
+    let mut scale = Intervention::new(point, Op::Scale(2.0), Selector::default());
+    let a = model
+        .run_with_hooks(&tokens(), &mut [&mut closure])
+        .unwrap();
+    let b = model.run_with_hooks(&tokens(), &mut [&mut scale]).unwrap();
+    assert_eq!(values(DynTensor::new(a)), values(DynTensor::new(b)));
 }
 
 #[test]

@@ -36,6 +36,38 @@ pub trait Hook<B: Backend> {
     ) -> Result<Option<DynTensor<B>>>;
 }
 
+/// A closure as a hook at one hook point: it gets the activation and returns a replacement, or `None`.
+///
+/// ```
+/// use tlens_cache_core::{BlockHook, DynTensor, FnHook, HookPoint, Result};
+/// type B = burn_ndarray::NdArray;
+/// // Doubles the residual stream entering block 1.
+/// let double = FnHook::new(HookPoint::Block(1, BlockHook::ResidPre), |x: &DynTensor<B>| -> Result<_> {
+///     Ok(Some(x.clone().map(|t| t * 2.0)))
+/// });
+/// ```
+pub struct FnHook<F> {
+    point: HookPoint,
+    f: F,
+}
+
+impl<F> FnHook<F> {
+    /// A hook that calls `f` at `point`.
+    pub fn new(point: HookPoint, f: F) -> Self {
+        Self { point, f }
+    }
+}
+
+impl<B: Backend, F: FnMut(&DynTensor<B>) -> Result<Option<DynTensor<B>>>> Hook<B> for FnHook<F> {
+    fn fires_at(&self, point: HookPoint) -> bool {
+        point == self.point
+    }
+
+    fn apply(&mut self, _: HookPoint, activation: &DynTensor<B>) -> Result<Option<DynTensor<B>>> {
+        (self.f)(activation)
+    }
+}
+
 /// The hooks of one forward pass, applied in order at every hook point.
 pub struct Hooks<'a, B: Backend> {
     hooks: Vec<&'a mut dyn Hook<B>>,

@@ -73,7 +73,7 @@ pub use error::{CacheError, Result};
 pub use heads::{StackHeadResults, head_outputs};
 pub use hook_names::{CacheKey, get_act_name};
 pub use hook_point::{BlockHook, HookPoint, Norm, NormHook, hook_points};
-pub use hooks::{Hook, Hooks};
+pub use hooks::{FnHook, Hook, Hooks};
 pub use ln::ApplyLnToStack;
 pub use neurons::{GetNeuronResults, StackNeuronResults};
 pub use recorder::{CacheHook, NamesFilter, RunOptions};
