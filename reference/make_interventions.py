@@ -17,13 +17,12 @@ the gpt2-tiny tokenizer (shared by the hf-* checkpoints); run make_models.py (an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_plans import call, dump_plan, get, gpt2_tiny_encoders, proj, ref, ten  # noqa: E402
+from make_plans import call, get, gpt2_tiny_encoders, proj, ref, ten, write_plans  # noqa: E402
 
 ROOT = HERE.parent
 GPT2 = {"hf": "../models/gpt2-tiny"}
@@ -299,14 +298,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plans = build_plans()
-    for stem, p in plans.items():
-        ids = [c["id"] for c in p["calls"]]
-        assert len(ids) == len(set(ids)), f"{stem}: duplicate call ids"
-        text = dump_plan(p)
-        assert json.loads(text) == p
-        (out / f"{stem}.json").write_text(text)
-    print(f"wrote {len(plans)} plans to {out}")
+    write_plans(build_plans(), out)
     return 0
 
 

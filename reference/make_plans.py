@@ -904,13 +904,8 @@ def dump_plan(p: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "tests" / "plans"))
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    plans = build_plans()
+def write_plans(plans: dict, out: Path) -> None:
+    """Writes each plan as `out/<stem>.json` (unique call ids; the deterministic layout of dump_plan)."""
     for stem, p in plans.items():
         ids = [c["id"] for c in p["calls"]]
         assert len(ids) == len(set(ids)), f"{stem}: duplicate call ids"
@@ -918,6 +913,15 @@ def main(argv=None) -> int:
         assert json.loads(text) == p
         (out / f"{stem}.json").write_text(text)
     print(f"wrote {len(plans)} plans to {out}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "tests" / "plans"))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_plans(build_plans(), out)
     return 0
 
 
