@@ -27,6 +27,18 @@ pub enum TlensError {
     /// A backend that is not compiled in or cannot start.
     #[error("backend: {0}")]
     Backend(String),
+    /// Work that would need more memory than the command may use; refused before it starts.
+    #[error("{what} needs about {need}, more than the {limit} allowed; {lower}")]
+    Memory {
+        /// The estimate.
+        need: String,
+        /// What the estimate is for.
+        what: String,
+        /// The budget.
+        limit: String,
+        /// How to need less.
+        lower: String,
+    },
     /// Reading or writing a file.
     #[error("{path}: {message}")]
     File {

@@ -19,6 +19,8 @@ pub mod backend;
 pub mod bench;
 pub mod embedded;
 pub mod error;
+pub mod memory;
+pub mod output;
 pub mod parity;
 pub mod plan;
 pub mod report;

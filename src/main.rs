@@ -8,19 +8,48 @@ use burn_tensor::{ElementConversion, backend::Backend};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tlens::analysis::attribution::{DlaArgs, direct_logit_attribution};
+use tlens::analysis::heads::SCORE_CHUNK;
 use tlens::analysis::heads::{HeadScoresArgs, head_scores, prev_token_scores};
 use tlens::analysis::input::{parse_token, read_token_file, token_strings};
 use tlens::analysis::lens::{LensArgs, logit_lens};
 use tlens::analysis::patching::{parse_hook_op, standard_sweeps};
 use tlens::analysis::{Labelled, resolve_position};
 use tlens::backend::{BackendName, BackendTask, run_on};
-use tlens::model::patching::LogitDiff;
+use tlens::cache_core::atomic_file::write_atomically;
+use tlens::memory::{self, MemoryBudget};
+use tlens::model::patching::{LogitDiff, PATCHES_PER_PASS};
+use tlens::output::check_output;
 use tlens::plan::EvalPlan;
 use tlens::report::{ReportArgs, STEPS, build_report};
 use tlens::{
     Hook, LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError, TokenBatch,
     embedded, load_folder,
 };
+
+/// Prints a line to stdout. A reader that goes away (`tlens run | head -1`) ends the printing quietly, not the
+/// command: the rest of the work (writing the cache) still happens. Any other failure to print is reported at exit.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        print_line(format_args!($($arg)*))
+    };
+}
+
+/// The first error printing to stdout met, other than a closed pipe.
+static STDOUT_ERROR: std::sync::OnceLock<std::io::Error> = std::sync::OnceLock::new();
+
+fn print_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    static CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = STDOUT_ERROR.set(e);
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +62,10 @@ struct Cli {
     /// Backend to run on (one compiled into this build; default: the first of ndarray, flex, tch, cuda).
     #[arg(long, global = true)]
     backend: Option<String>,
+    /// The most memory a command may use, e.g. 12G or 512M (default: 80% of physical memory). Work estimated to need
+    /// more is refused before it starts.
+    #[arg(long, global = true, value_name = "SIZE")]
+    max_memory: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +99,9 @@ enum Command {
 
 #[derive(Args)]
 struct PatchCmd {
+    /// `--max-memory` (set from the global flag).
+    #[arg(skip)]
+    budget: MemoryBudget,
     /// A model folder (see `tlens run --help`). Default: the embedded model.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -109,6 +145,13 @@ struct HookOps {
     hook_ops: Vec<String>,
 }
 
+impl Input {
+    /// The files this input reads (for `--out` checks).
+    fn files(&self) -> Vec<&Path> {
+        tlens::output::inputs(self.model.as_ref(), self.tokens.as_ref())
+    }
+}
+
 impl HookOps {
     /// The run's logits and cache, with the interventions active.
     fn run_with_cache<B: Backend>(
@@ -134,6 +177,9 @@ impl HookOps {
 
 #[derive(Args)]
 struct RunArgs {
+    /// `--max-memory` (set from the global flag).
+    #[arg(skip)]
+    budget: MemoryBudget,
     #[command(flatten)]
     input: Input,
     /// Hook names to cache (default: all).
@@ -142,7 +188,7 @@ struct RunArgs {
     #[command(flatten)]
     ops: HookOps,
     /// How many predictions to print.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     top: usize,
     /// Where to write the cache.
     #[arg(long, default_value = "tlens-cache.safetensors")]
@@ -151,6 +197,9 @@ struct RunArgs {
 
 #[derive(Args)]
 struct LensCmd {
+    /// `--max-memory` (set from the global flag).
+    #[arg(skip)]
+    budget: MemoryBudget,
     #[command(flatten)]
     input: Input,
     /// Follow this token's probability at every position (text that is one token, or id:N). Default: each
@@ -158,7 +207,7 @@ struct LensCmd {
     #[arg(long)]
     target: Option<String>,
     /// How many top tokens to print per cell.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     top: usize,
     /// Also read the stream between attention and MLP (models with MLPs).
     #[arg(long)]
@@ -172,6 +221,9 @@ struct LensCmd {
 
 #[derive(Args)]
 struct AttributeCmd {
+    /// `--max-memory` (set from the global flag).
+    #[arg(skip)]
+    budget: MemoryBudget,
     #[command(flatten)]
     input: Input,
     /// The token to explain (text that is one token, or id:N). Default: the model's top prediction.
@@ -184,7 +236,7 @@ struct AttributeCmd {
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     position: i64,
     /// How many heads, neurons and sublayers to print (largest |attribution| first).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     top: usize,
     /// Which sequence of a --tokens batch.
     #[arg(long, default_value_t = 0)]
@@ -198,9 +250,9 @@ struct ScoreOpts {
     /// Length of the random sequence that is repeated (default: min(20, (n_ctx − 1) / 2)).
     #[arg(long)]
     seq_len: Option<usize>,
-    /// How many random sequences to average over.
-    #[arg(long, default_value_t = 16)]
-    sequences: usize,
+    /// How many random sequences to average over (at most 1000000; they run 16 at a time).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    sequences: u32,
     /// Seed of the random tokens.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -210,7 +262,7 @@ impl ScoreOpts {
     fn args(&self) -> HeadScoresArgs {
         HeadScoresArgs {
             seq_len: self.seq_len,
-            batch: self.sequences,
+            batch: self.sequences as usize,
             seed: self.seed,
         }
     }
@@ -218,6 +270,9 @@ impl ScoreOpts {
 
 #[derive(Args)]
 struct PatternsCmd {
+    /// `--max-memory` (set from the global flag).
+    #[arg(skip)]
+    budget: MemoryBudget,
     #[command(flatten)]
     input: Input,
     #[command(flatten)]
@@ -229,6 +284,9 @@ struct PatternsCmd {
 
 #[derive(Args)]
 struct ReportCmd {
+    /// `--max-memory` (set from the global flag).
+    #[arg(skip)]
+    budget: MemoryBudget,
     #[command(flatten)]
     input: Input,
     #[command(flatten)]
@@ -242,6 +300,55 @@ struct ReportCmd {
     /// Where to write the report.
     #[arg(long, default_value = "tlens-report.html")]
     out: PathBuf,
+}
+
+/// A count that must be at least 1 (`--top 0` would print nothing, or silently one).
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The one sequence of a batch that `lens` and `attribute` analyse: they run that row alone.
+fn one_row(tokens: &TokenBatch, batch_index: usize) -> Result<TokenBatch> {
+    match tokens.rows().get(batch_index) {
+        Some(row) => Ok(TokenBatch::single(row.clone())?),
+        None => Err(TlensError::Analysis(format!(
+            "--batch-index {batch_index} is outside the batch of {} sequences",
+            tokens.batch()
+        ))),
+    }
+}
+
+/// A token the model must be able to predict (`--target`, `--against`): below `d_vocab_out`.
+fn output_token<B: Backend>(loaded: &LoadedModel<B>, spec: Option<&str>) -> Result<Option<u32>> {
+    let Some(id) = token_arg(loaded, spec)? else {
+        return Ok(None);
+    };
+    let vocab = loaded.model.cfg().d_vocab_out;
+    if id as usize >= vocab {
+        return Err(TlensError::Analysis(format!(
+            "token id {id} is past the model's output vocabulary of {vocab} tokens, so it has no logit"
+        )));
+    }
+    Ok(Some(id))
+}
+
+/// Warns (one line on stderr) when the logits hold NaN or ±∞: the numbers printed from them mean nothing.
+fn warn_non_finite<B: Backend>(logits: &burn_tensor::Tensor<B, 3>) {
+    if !logits
+        .clone()
+        .is_finite()
+        .all()
+        .into_scalar()
+        .elem::<bool>()
+    {
+        eprintln!(
+            "warning: the model's output holds NaN or infinite values; the results below are not meaningful"
+        );
+    }
 }
 
 /// A spinner on stderr (hidden when stderr is not a terminal).
@@ -311,6 +418,16 @@ fn describe_tokens<B: Backend>(loaded: &LoadedModel<B>, tokens: &TokenBatch) -> 
     }
 }
 
+/// `3 sequences of 12 tokens`, for memory messages.
+fn describe_size(tokens: &TokenBatch) -> String {
+    format!(
+        "{} sequence{} of {} tokens",
+        tokens.batch(),
+        if tokens.batch() == 1 { "" } else { "s" },
+        tokens.positions()
+    )
+}
+
 fn quoted(parts: &[String]) -> String {
     parts
         .iter()
@@ -323,6 +440,7 @@ impl BackendTask for RunArgs {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+        check_output(&self.out, &self.input.files())?;
         let (loaded, name) = load::<B>(&self.input, &device)?;
         let tokens = tokens(&self.input, &loaded)?;
         let names_filter = if self.hooks.is_empty() {
@@ -330,6 +448,17 @@ impl BackendTask for RunArgs {
         } else {
             NamesFilter::Names(self.hooks.clone())
         };
+        self.budget.check(
+            memory::run_bytes(
+                loaded.model.cfg(),
+                tokens.batch(),
+                tokens.positions(),
+                &names_filter,
+                true,
+            ),
+            &format!("caching {}", describe_size(&tokens)),
+            "cache fewer hooks (--hook NAME) or pass fewer or shorter sequences",
+        )?;
         let bar = spinner("running the model");
         let (logits, cache) = self.ops.run_with_cache(
             &loaded,
@@ -340,6 +469,7 @@ impl BackendTask for RunArgs {
             },
         )?;
         bar.finish_and_clear();
+        warn_non_finite(&logits);
         let [batch, pos, vocab] = logits.dims();
         let last = burn_tensor::activation::softmax(
             logits.narrow(1, pos - 1, 1).reshape([batch, vocab]),
@@ -348,7 +478,7 @@ impl BackendTask for RunArgs {
         let (values, indices) = last
             .narrow(0, 0, 1)
             .reshape([vocab])
-            .topk_with_indices(self.top.clamp(1, vocab), 0);
+            .topk_with_indices(self.top.min(vocab), 0);
         let values = values
             .into_data()
             .convert::<f32>()
@@ -359,25 +489,25 @@ impl BackendTask for RunArgs {
             .convert::<i64>()
             .to_vec::<i64>()
             .unwrap_or_default();
-        println!("model: {name}");
+        say!("model: {name}");
         if self.input.tokens.is_none() {
             let prompt = self
                 .input
                 .prompt
                 .as_deref()
                 .unwrap_or(embedded::DEFAULT_PROMPT);
-            println!("prompt: {prompt:?} ({} tokens)", tokens.positions());
+            say!("prompt: {prompt:?} ({} tokens)", tokens.positions());
         } else {
-            println!("tokens: {}", describe_tokens(&loaded, &tokens));
+            say!("tokens: {}", describe_tokens(&loaded, &tokens));
         }
         let of = if batch > 1 { " (sequence 0)" } else { "" };
-        println!("top {} next-token predictions{of}:", values.len());
+        say!("top {} next-token predictions{of}:", values.len());
         for (p, id) in values.iter().zip(&indices) {
             let t = text(&loaded, &[*id as u32]).concat();
-            println!("  {p:>7.4}  {t:?} (id {id})");
+            say!("  {p:>7.4}  {t:?} (id {id})");
         }
         cache.save(&self.out)?;
-        println!(
+        say!(
             "cached {} activations to {}",
             cache.len(),
             self.out.display()
@@ -391,23 +521,39 @@ impl BackendTask for LensCmd {
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
         let (loaded, name) = load::<B>(&self.input, &device)?;
-        let tokens = tokens(&self.input, &loaded)?;
-        let target = token_arg(&loaded, self.target.as_deref())?;
+        if self.incl_mid && !loaded.model.cfg().has_mlp() {
+            return Err(TlensError::Analysis(
+                "--incl-mid reads the stream between attention and MLP, and this model has no MLPs"
+                    .into(),
+            ));
+        }
+        let tokens = one_row(&tokens(&self.input, &loaded)?, self.batch_index)?;
+        let target = output_token(&loaded, self.target.as_deref())?;
+        self.budget.check(
+            memory::run_bytes(
+                loaded.model.cfg(),
+                1,
+                tokens.positions(),
+                &NamesFilter::All,
+                false,
+            )
+            .zip(memory::lens_bytes(loaded.model.cfg(), tokens.positions()))
+            .and_then(|(run, lens)| run.checked_add(lens)),
+            &format!("the logit lens of {} tokens", tokens.positions()),
+            "pass a shorter sequence",
+        )?;
         let bar = spinner("running the model");
-        let (_, cache) = self
+        let (logits, cache) = self
             .ops
             .run_with_cache(&loaded, &tokens, RunOptions::default())?;
+        warn_non_finite(&logits);
         bar.set_message("logit lens");
-        let row = tokens
-            .rows()
-            .get(self.batch_index)
-            .cloned()
-            .unwrap_or_default();
+        let row = tokens.row(0).to_vec();
         let table = logit_lens(
             &cache,
             &row,
             &LensArgs {
-                batch_index: self.batch_index,
+                batch_index: 0,
                 top_k: self.top,
                 incl_mid: self.incl_mid,
                 target,
@@ -415,15 +561,15 @@ impl BackendTask for LensCmd {
         )?;
         bar.finish_and_clear();
         let words = text(&loaded, &row);
-        println!("model: {name}");
-        println!("tokens: {}", quoted(&words));
-        println!(
+        say!("model: {name}");
+        say!("tokens: {}", quoted(&words));
+        say!(
             "logit lens: per layer, the target's probability and the top {} tokens",
             self.top
         );
         for (p, word) in words.iter().enumerate() {
             let t = table.targets[p];
-            println!(
+            say!(
                 "position {p} {word:?} -> target {:?}",
                 text(&loaded, &[t]).concat()
             );
@@ -433,7 +579,7 @@ impl BackendTask for LensCmd {
                     .map(|tp| format!("{:?} {:.3}", text(&loaded, &[tp.id]).concat(), tp.prob))
                     .collect::<Vec<_>>()
                     .join(", ");
-                println!(
+                say!(
                     "  {label:>10}  p(target) {:.4}   top: {top}",
                     table.target_probs[r][p]
                 );
@@ -446,9 +592,9 @@ impl BackendTask for LensCmd {
 fn print_ranked(title: &str, items: &[Labelled], top: usize) {
     let mut sorted = items.to_vec();
     sorted.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
-    println!("{title}:");
+    say!("{title}:");
     for it in sorted.iter().take(top) {
-        println!("  {:>12}  {:+.4}", it.label, it.value);
+        say!("  {:>12}  {:+.4}", it.label, it.value);
     }
 }
 
@@ -464,10 +610,25 @@ impl BackendTask for PatchCmd {
         let (loaded, name) = load::<B>(&input(&self.clean), &device)?;
         let clean = tokens(&input(&self.clean), &loaded)?;
         let corrupted = tokens(&input(&self.corrupt), &loaded)?;
-        let metric = LogitDiff {
-            correct: parse_token(&self.target, loaded.tokenizer.as_ref())?,
-            incorrect: parse_token(&self.against, loaded.tokenizer.as_ref())?,
+        let token = |spec: &str| -> Result<u32> {
+            Ok(output_token(&loaded, Some(spec))?.expect("a token was named"))
         };
+        let metric = LogitDiff {
+            correct: token(&self.target)?,
+            incorrect: token(&self.against)?,
+        };
+        let positions = clean.positions();
+        self.budget.check(
+            memory::run_bytes(loaded.model.cfg(), 2, positions, &NamesFilter::All, false)
+                .zip(memory::forward_bytes(
+                    loaded.model.cfg(),
+                    PATCHES_PER_PASS,
+                    positions,
+                ))
+                .and_then(|(runs, patching)| runs.checked_add(patching)),
+            &format!("patching {positions} tokens, {PATCHES_PER_PASS} patches a pass"),
+            "pass shorter prompts",
+        )?;
         let labels: Vec<String> = text(&loaded, clean.row(0))
             .iter()
             .enumerate()
@@ -476,10 +637,13 @@ impl BackendTask for PatchCmd {
         let bar = spinner("patching");
         let report = standard_sweeps(&loaded.model, &clean, &corrupted, metric, &labels, true)?;
         bar.finish_and_clear();
-        println!("model: {name}");
-        println!(
+        say!("model: {name}");
+        say!(
             "logit({}) - logit({}): clean {:.4}, corrupted {:.4}",
-            self.target, self.against, report.clean, report.corrupted
+            self.target,
+            self.against,
+            report.clean,
+            report.corrupted
         );
         for (title, grid) in [
             (
@@ -498,8 +662,8 @@ impl BackendTask for PatchCmd {
         .into_iter()
         .filter_map(|(title, grid)| Some((title, grid?)))
         {
-            println!("\n{title}:");
-            println!(
+            say!("\n{title}:");
+            say!(
                 "{:>8} {}",
                 "",
                 grid.columns
@@ -510,7 +674,7 @@ impl BackendTask for PatchCmd {
             );
             for (row, values) in grid.rows.iter().zip(&grid.values) {
                 let cells: Vec<String> = values.iter().map(|v| format!("{v:>10.4}")).collect();
-                println!("{row:>8} {}", cells.join(" "));
+                say!("{row:>8} {}", cells.join(" "));
             }
         }
         Ok(())
@@ -522,28 +686,31 @@ impl BackendTask for AttributeCmd {
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
         let (loaded, name) = load::<B>(&self.input, &device)?;
-        let tokens = tokens(&self.input, &loaded)?;
-        let against = token_arg(&loaded, self.against.as_deref())?;
+        let tokens = one_row(&tokens(&self.input, &loaded)?, self.batch_index)?;
+        let position = resolve_position(self.position, tokens.positions())?;
+        let target = output_token(&loaded, self.target.as_deref())?;
+        let against = output_token(&loaded, self.against.as_deref())?;
+        self.budget.check(
+            memory::run_bytes(
+                loaded.model.cfg(),
+                1,
+                tokens.positions(),
+                &NamesFilter::All,
+                false,
+            ),
+            &format!("attributing over {} tokens", tokens.positions()),
+            "pass a shorter sequence",
+        )?;
         let bar = spinner("running the model");
         let (logits, cache) = self
             .ops
             .run_with_cache(&loaded, &tokens, RunOptions::default())?;
-        let position = resolve_position(self.position, tokens.positions())?;
-        let target = match token_arg(&loaded, self.target.as_deref())? {
+        warn_non_finite(&logits);
+        let target = match target {
             Some(t) => t,
             None => {
-                let [batch, _, vocab] = logits.dims();
-                if self.batch_index >= batch {
-                    return Err(TlensError::Analysis(format!(
-                        "batch index {} is outside the batch of {batch} sequences",
-                        self.batch_index
-                    )));
-                }
-                let row = logits
-                    .clone()
-                    .narrow(0, self.batch_index, 1)
-                    .narrow(1, position, 1)
-                    .reshape([vocab]);
+                let [_, _, vocab] = logits.dims();
+                let row = logits.clone().narrow(1, position, 1).reshape([vocab]);
                 row.argmax(0).into_scalar().elem::<i64>() as u32
             }
         };
@@ -552,7 +719,7 @@ impl BackendTask for AttributeCmd {
             &cache,
             &logits,
             &DlaArgs {
-                batch_index: self.batch_index,
+                batch_index: 0,
                 position: position as i64,
                 target,
                 against,
@@ -561,18 +728,18 @@ impl BackendTask for AttributeCmd {
         )?;
         bar.finish_and_clear();
         let word = |id: u32| format!("{:?}", text(&loaded, &[id]).concat());
-        let row = &tokens.rows()[self.batch_index];
-        println!("model: {name}");
-        println!("tokens: {}", quoted(&text(&loaded, row)));
+        let row = tokens.row(0);
+        say!("model: {name}");
+        say!("tokens: {}", quoted(&text(&loaded, row)));
         match against {
-            Some(a) => println!(
+            Some(a) => say!(
                 "direct logit attribution at position {position} ({}): logit({}) - logit({}) = {:.4}",
                 word(row[position]),
                 word(target),
                 word(a),
                 dla.logit
             ),
-            None => println!(
+            None => say!(
                 "direct logit attribution at position {position} ({}): logit({}) = {:.4}",
                 word(row[position]),
                 word(target),
@@ -601,15 +768,15 @@ fn parse_head(spec: &str) -> Result<(usize, usize)> {
 }
 
 fn print_scores(title: &str, scores: &[Vec<f32>]) {
-    println!("{title}:");
+    say!("{title}:");
     let heads = scores.first().map_or(0, Vec::len);
     let header: String = (0..heads)
         .map(|h| format!("{:>7}", format!("H{h}")))
         .collect();
-    println!("       {header}");
+    say!("       {header}");
     for (l, row) in scores.iter().enumerate() {
         let cells: String = row.iter().map(|v| format!("{v:>7.3}")).collect();
-        println!("  {:>4} {cells}", format!("L{l}"));
+        say!("  {:>4} {cells}", format!("L{l}"));
     }
 }
 
@@ -617,13 +784,63 @@ impl BackendTask for PatternsCmd {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+        let head = self.head.as_deref().map(parse_head).transpose()?;
+        if head.is_none() && (self.input.prompt.is_some() || self.input.tokens.is_some()) {
+            return Err(TlensError::Analysis(
+                "--prompt and --tokens give the sequence whose pattern --head prints; without --head the scores use \
+                 random tokens"
+                    .into(),
+            ));
+        }
         let (loaded, name) = load::<B>(&self.input, &device)?;
+        let cfg = loaded.model.cfg();
+        let prompt = match head {
+            Some((l, h)) => {
+                if l >= cfg.n_layers || h >= cfg.n_heads {
+                    return Err(TlensError::Analysis(format!(
+                        "L{l}H{h}: the model has {} layers of {} heads",
+                        cfg.n_layers, cfg.n_heads
+                    )));
+                }
+                let tokens = tokens(&self.input, &loaded)?;
+                if tokens.batch() != 1 {
+                    return Err(TlensError::Analysis(format!(
+                        "--head prints one sequence's pattern; --tokens holds {}",
+                        tokens.batch()
+                    )));
+                }
+                Some(tokens)
+            }
+            None => None,
+        };
         let bos = loaded.tokenizer.as_ref().and_then(|t| t.bos_token_id());
-        let bar = spinner("scoring heads on repeated random tokens");
-        let scores = head_scores(&loaded.model, &self.scores.args(), bos)?;
+        let args = self.scores.args();
+        let positions = args.positions(cfg, bos)?;
+        let pattern_hooks = NamesFilter::Predicate(std::sync::Arc::new(|n: &str| {
+            n.ends_with("attn.hook_pattern")
+        }));
+        self.budget.check(
+            memory::run_bytes(cfg, SCORE_CHUNK, positions, &pattern_hooks, false),
+            &format!("scoring heads on {SCORE_CHUNK} sequences of {positions} tokens at a time"),
+            "pass a shorter --seq-len",
+        )?;
+        if let Some(tokens) = &prompt {
+            self.budget.check(
+                memory::run_bytes(cfg, 1, tokens.positions(), &NamesFilter::All, false),
+                &format!("the pattern of {} tokens", tokens.positions()),
+                "pass a shorter sequence",
+            )?;
+        }
+        let bar = ProgressBar::new(args.batch as u64).with_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} sequences scored, {eta} left")
+                .expect("a valid template"),
+        );
+        let scores = head_scores(&loaded.model, &args, bos, &mut |done| {
+            bar.set_position(done as u64)
+        })?;
         bar.finish_and_clear();
-        println!("model: {name}");
-        println!(
+        say!("model: {name}");
+        say!(
             "head scores on {} sequences {} of {} repeated random tokens (seed {}):",
             scores.batch,
             scores.layout(),
@@ -634,18 +851,10 @@ impl BackendTask for PatternsCmd {
         print_scores("previous token", &scores.prev_token);
         print_scores("duplicate token", &scores.duplicate);
         let (l, h, s) = scores.best_prev_token();
-        println!("strongest previous-token head: L{l}H{h} ({s:.2})");
-        println!("{}", scores.headline());
-        if let Some(spec) = &self.head {
-            let (l, h) = parse_head(spec)?;
-            let cfg = loaded.model.cfg();
-            if l >= cfg.n_layers || h >= cfg.n_heads {
-                return Err(TlensError::Analysis(format!(
-                    "{spec}: the model has {} layers of {} heads",
-                    cfg.n_layers, cfg.n_heads
-                )));
-            }
-            let tokens = tokens(&self.input, &loaded)?;
+        say!("strongest previous-token head: L{l}H{h} ({s:.2})");
+        say!("{}", scores.headline());
+        if let (Some((l, h)), Some(tokens)) = (head, prompt) {
+            let spec = format!("L{l}H{h}");
             let (_, cache) = loaded
                 .model
                 .run_with_cache(&tokens, RunOptions::default())?;
@@ -654,7 +863,7 @@ impl BackendTask for PatternsCmd {
             let words = text(&loaded, tokens.row(0));
             let p = words.len();
             let pattern = &patterns[l][h];
-            println!(
+            say!(
                 "{spec} on the prompt (previous-token score {:.3}); each query's top keys:",
                 prev[l][h]
             );
@@ -668,7 +877,7 @@ impl BackendTask for PatternsCmd {
                     .map(|(k, w)| format!("{k} {:?} {w:.2}", words[*k]))
                     .collect::<Vec<_>>()
                     .join(", ");
-                println!("  {q:>3} {word:?}: {top}");
+                say!("  {q:>3} {word:?}: {top}");
             }
         }
         Ok(())
@@ -679,6 +888,7 @@ impl BackendTask for ReportCmd {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+        check_output(&self.out, &self.input.files())?;
         let (loaded, name) = load::<B>(&self.input, &device)?;
         let tokens = tokens(&self.input, &loaded)?;
         if tokens.batch() != 1 {
@@ -690,11 +900,21 @@ impl BackendTask for ReportCmd {
         let args = ReportArgs {
             model_name: name,
             tokens: tokens.row(0).to_vec(),
-            target: token_arg(&loaded, self.target.as_deref())?,
-            against: token_arg(&loaded, self.against.as_deref())?,
+            target: output_token(&loaded, self.target.as_deref())?,
+            against: output_token(&loaded, self.against.as_deref())?,
             scores: self.scores.args(),
             top_k: 5,
         };
+        let cfg = loaded.model.cfg();
+        let positions = tokens.positions();
+        self.budget.check(
+            memory::run_bytes(cfg, 1, positions, &NamesFilter::All, false)
+                .zip(memory::lens_bytes(cfg, positions))
+                .zip(memory::forward_bytes(cfg, PATCHES_PER_PASS, positions))
+                .and_then(|((run, lens), patching)| run.checked_add(lens)?.checked_add(patching)),
+            &format!("a report on {positions} tokens"),
+            "pass a shorter prompt",
+        )?;
         let bar = ProgressBar::new(STEPS.len() as u64 + 1).with_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"),
         );
@@ -703,13 +923,10 @@ impl BackendTask for ReportCmd {
             bar.set_message(STEPS[i]);
         })?;
         bar.set_message("writing the report");
-        std::fs::write(&self.out, report.to_html()).map_err(|e| TlensError::File {
-            path: self.out.display().to_string(),
-            message: e.to_string(),
-        })?;
+        write_atomically(&self.out, |tmp| std::fs::write(tmp, report.to_html()))?;
         bar.finish_and_clear();
-        println!("wrote {}", self.out.display());
-        println!("{}", report.headline);
+        say!("wrote {}", self.out.display());
+        say!("{}", report.headline);
         Ok(())
     }
 }
@@ -727,18 +944,30 @@ fn main() -> ExitCode {
             ) {
                 e.exit();
             }
-            // clap's message, on one line: its first line, without clap's own "error: ".
+            // clap's message on one line: everything before its usage block (a missing flag's name is on the
+            // second line), without clap's own "error: ".
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let message = text
+                .lines()
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
             eprintln!(
                 "error: {} (see --help)",
-                first.trim_start_matches("error: ")
+                message.trim_start_matches("error: ")
             );
             return ExitCode::from(2);
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match STDOUT_ERROR.get() {
+            Some(e) => {
+                eprintln!("error: cannot print the results: {e}");
+                ExitCode::FAILURE
+            }
+            None => ExitCode::SUCCESS,
+        },
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -751,22 +980,27 @@ fn run(cli: Cli) -> Result<()> {
         Some(name) => name.parse()?,
         None => BackendName::default_compiled()?,
     };
+    let budget = match &cli.max_memory {
+        Some(size) => size.parse()?,
+        None => MemoryBudget::default(),
+    };
     match cli.command {
-        Command::Run(args) => run_on(backend, args)?,
-        Command::Lens(args) => run_on(backend, args)?,
-        Command::Attribute(args) => run_on(backend, args)?,
-        Command::Patterns(args) => run_on(backend, args)?,
-        Command::Report(args) => run_on(backend, args)?,
-        Command::Patch(args) => run_on(backend, args)?,
+        Command::Run(args) => run_on(backend, RunArgs { budget, ..args })?,
+        Command::Lens(args) => run_on(backend, LensCmd { budget, ..args })?,
+        Command::Attribute(args) => run_on(backend, AttributeCmd { budget, ..args })?,
+        Command::Patterns(args) => run_on(backend, PatternsCmd { budget, ..args })?,
+        Command::Report(args) => run_on(backend, ReportCmd { budget, ..args })?,
+        Command::Patch(args) => run_on(backend, PatchCmd { budget, ..args })?,
         Command::Eval { plan, out } => {
             let summary = run_on(
                 backend,
                 EvalPlan {
                     plan,
                     out: out.clone(),
+                    budget,
                 },
             )??;
-            println!(
+            say!(
                 "wrote {} tensors to {} ({} calls, {} recorded an error)",
                 summary.tensors,
                 out.display(),

@@ -183,7 +183,7 @@ fn head_scores_are_attention_means() {
         batch: 2,
         seed: 3,
     };
-    let scores = head_scores(&loaded.model, &args, Some(0)).unwrap();
+    let scores = head_scores(&loaded.model, &args, Some(0), &mut |_| {}).unwrap();
     assert_eq!(scores.tokens.len(), 13);
     assert_eq!(scores.induction.len(), 2);
     // Recompute one score by hand from the model's patterns.
@@ -218,14 +218,14 @@ fn head_scores_are_attention_means() {
         seq_len: Some(100),
         ..Default::default()
     };
-    assert!(head_scores(&loaded.model, &too_long, Some(0)).is_err());
+    assert!(head_scores(&loaded.model, &too_long, Some(0), &mut |_| {}).is_err());
 }
 
 #[test]
 fn embedded_model_has_a_clear_induction_head() {
     let loaded = embedded::model::<NdArray>(&Default::default()).unwrap();
     let bos = loaded.tokenizer.as_ref().and_then(|t| t.bos_token_id());
-    let scores = head_scores(&loaded.model, &HeadScoresArgs::default(), bos).unwrap();
+    let scores = head_scores(&loaded.model, &HeadScoresArgs::default(), bos, &mut |_| {}).unwrap();
     let (l, h, s) = scores.best_induction();
     if embedded::NAME.contains("induction") {
         assert!(

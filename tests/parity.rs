@@ -30,6 +30,7 @@ fn check_plan(plan: &Path, skip: &BTreeSet<String>) -> Result<String, String> {
         EvalPlan {
             plan: plan.to_path_buf(),
             out: out.clone(),
+            budget: Default::default(),
         },
     )
     .unwrap()

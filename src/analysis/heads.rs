@@ -12,7 +12,9 @@
 
 use burn_tensor::backend::Backend;
 use serde::Serialize;
-use tlens_cache_core::{ActivationCache, BlockHook, HookPoint, NamesFilter, RunOptions};
+use tlens_cache_core::{
+    ActivationCache, BlockHook, HookPoint, HookedTransformerConfig, NamesFilter, RunOptions,
+};
 use tlens_model::{HookedTransformer, TokenBatch};
 
 use super::check_batch_index;
@@ -28,6 +30,24 @@ pub struct HeadScoresArgs {
     pub batch: usize,
     /// Seed of the random tokens. Default 0.
     pub seed: u64,
+}
+
+impl HeadScoresArgs {
+    /// How many positions each sequence has, `[BOS,] r, r`: an error when that is more than the model's `n_ctx`.
+    pub fn positions(&self, cfg: &HookedTransformerConfig, bos: Option<u32>) -> Result<usize> {
+        let prefix = usize::from(bos.is_some());
+        let n = self
+            .seq_len
+            .unwrap_or_else(|| 20.min(cfg.n_ctx.saturating_sub(prefix) / 2));
+        let p = n.checked_mul(2).and_then(|x| x.checked_add(prefix));
+        p.filter(|&p| p <= cfg.n_ctx).ok_or_else(|| {
+            TlensError::Analysis(format!(
+                "a repeated sequence of {n} tokens needs {} positions; the model has {}",
+                prefix as u128 + 2 * n as u128,
+                cfg.n_ctx
+            ))
+        })
+    }
 }
 
 impl Default for HeadScoresArgs {
@@ -143,120 +163,160 @@ pub fn repeated_random_tokens(
     batch: usize,
     seed: u64,
 ) -> Result<TokenBatch> {
-    if seq_len < 2 || batch == 0 || vocab < 2 {
-        return Err(TlensError::Analysis(format!(
-            "repeated random tokens need a sequence of at least 2 tokens, a batch of at least 1 and a vocabulary of \
-             at least 2 (got {seq_len}, {batch}, {vocab})"
-        )));
+    let mut rows = RepeatedRows::new(vocab, bos, seq_len, batch, seed)?;
+    rows.next_batch(batch)
+}
+
+/// The rows of [`repeated_random_tokens`], drawn as they are needed: a long run takes them a chunk at a time.
+struct RepeatedRows {
+    vocab: u64,
+    bos: Option<u32>,
+    seq_len: usize,
+    state: u64,
+}
+
+impl RepeatedRows {
+    fn new(
+        vocab: usize,
+        bos: Option<u32>,
+        seq_len: usize,
+        batch: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if seq_len < 2 || batch == 0 || vocab < 2 {
+            return Err(TlensError::Analysis(format!(
+                "repeated random tokens need a sequence of at least 2 tokens, a batch of at least 1 and a \
+                 vocabulary of at least 2 (got {seq_len}, {batch}, {vocab})"
+            )));
+        }
+        Ok(Self {
+            vocab: vocab as u64,
+            bos,
+            seq_len,
+            state: seed,
+        })
     }
-    let mut state = seed;
-    let mut next = move || {
-        // SplitMix64.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
+
+    /// SplitMix64.
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
-    };
-    let rows: Vec<Vec<u32>> = (0..batch)
-        .map(|_| {
-            let r: Vec<u32> = (0..seq_len)
-                .map(|_| {
-                    loop {
-                        let t = (next() % vocab as u64) as u32;
-                        if Some(t) != bos {
-                            break t;
-                        }
+    }
+
+    fn next_row(&mut self) -> Vec<u32> {
+        let r: Vec<u32> = (0..self.seq_len)
+            .map(|_| {
+                loop {
+                    let t = (self.next_u64() % self.vocab) as u32;
+                    if Some(t) != self.bos {
+                        break t;
                     }
-                })
-                .collect();
-            bos.into_iter()
-                .chain(r.iter().copied())
-                .chain(r.iter().copied())
-                .collect()
-        })
-        .collect();
-    Ok(TokenBatch::new(&rows)?)
+                }
+            })
+            .collect();
+        self.bos
+            .into_iter()
+            .chain(r.iter().copied())
+            .chain(r.iter().copied())
+            .collect()
+    }
+
+    fn next_batch(&mut self, rows: usize) -> Result<TokenBatch> {
+        let rows: Vec<Vec<u32>> = (0..rows).map(|_| self.next_row()).collect();
+        Ok(TokenBatch::new(&rows)?)
+    }
 }
+
+/// How many sequences [`head_scores`] runs at once: the scores are means, so a long batch runs in chunks and its
+/// memory does not grow with `--sequences`.
+pub const SCORE_CHUNK: usize = 16;
 
 /// Induction, duplicate-token and previous-token scores of every head on repeated random tokens.
 ///
-/// `bos` is the token to put first (the tokenizer's BOS); `None` starts straight with the random tokens.
+/// `bos` is the token to put first (the tokenizer's BOS); `None` starts straight with the random tokens. The batch
+/// runs [`SCORE_CHUNK`] sequences at a time; `progress` is told how many sequences are done after each chunk.
 pub fn head_scores<B: Backend>(
     model: &HookedTransformer<B>,
     args: &HeadScoresArgs,
     bos: Option<u32>,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<HeadScores> {
     let cfg = model.cfg();
     let prefix = usize::from(bos.is_some());
-    let seq_len = args
-        .seq_len
-        .unwrap_or_else(|| 20.min(cfg.n_ctx.saturating_sub(prefix) / 2));
-    if prefix + 2 * seq_len > cfg.n_ctx {
-        return Err(TlensError::Analysis(format!(
-            "a repeated sequence of {seq_len} tokens needs {} positions; the model has {}",
-            prefix + 2 * seq_len,
-            cfg.n_ctx
-        )));
-    }
-    let tokens = repeated_random_tokens(cfg.d_vocab, bos, seq_len, args.batch, args.seed)?;
-    let names = (0..cfg.n_layers)
+    let p = args.positions(cfg, bos)?;
+    let n = (p - prefix) / 2;
+    // Tokens the model can both read and predict (a model may have fewer outputs than inputs).
+    let vocab = cfg.d_vocab.min(cfg.d_vocab_out);
+    let mut rows = RepeatedRows::new(vocab, bos, n, args.batch, args.seed)?;
+    let names: Vec<String> = (0..cfg.n_layers)
         .map(|l| HookPoint::Block(l, BlockHook::Pattern).to_string())
         .collect();
-    let (_, cache) = model.run_with_cache(
-        &tokens,
-        RunOptions {
-            names_filter: NamesFilter::Names(names),
-            ..Default::default()
-        },
-    )?;
-    let n = seq_len;
-    let p = tokens.positions();
     let heads = cfg.n_heads;
-    let batch = tokens.batch();
-    let (mut induction, mut prev_token, mut duplicate, mut patterns) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for l in 0..cfg.n_layers {
-        let pattern = to_f32(
-            cache
-                .get(HookPoint::Block(l, BlockHook::Pattern))?
-                .into_data(),
-        );
-        let at =
-            |b: usize, h: usize, q: usize, k: usize| pattern[((b * heads + h) * p + q) * p + k];
-        let mean = |h: usize, qs: std::ops::Range<usize>, offset: usize| -> f32 {
-            let count = (qs.len() * batch) as f32;
-            let mut sum = 0.0;
-            for b in 0..batch {
-                for q in qs.clone() {
-                    sum += at(b, h, q, q - offset);
+    // Running sums in the order a single pass would add them (sequence, then query), so chunking changes nothing.
+    let zeros = || vec![vec![0f32; heads]; cfg.n_layers];
+    let (mut induction, mut duplicate, mut prev_token) = (zeros(), zeros(), zeros());
+    let (mut first_tokens, mut patterns) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < args.batch {
+        let tokens = rows.next_batch(SCORE_CHUNK.min(args.batch - done))?;
+        let (_, cache) = model.run_with_cache(
+            &tokens,
+            RunOptions {
+                names_filter: NamesFilter::Names(names.clone()),
+                ..Default::default()
+            },
+        )?;
+        for l in 0..cfg.n_layers {
+            let pattern = to_f32(
+                cache
+                    .get(HookPoint::Block(l, BlockHook::Pattern))?
+                    .into_data(),
+            );
+            let at =
+                |b: usize, h: usize, q: usize, k: usize| pattern[((b * heads + h) * p + q) * p + k];
+            for h in 0..heads {
+                for b in 0..tokens.batch() {
+                    for q in prefix + n..p {
+                        induction[l][h] += at(b, h, q, q - (n - 1));
+                        duplicate[l][h] += at(b, h, q, q - n);
+                    }
+                    for q in 1..p {
+                        prev_token[l][h] += at(b, h, q, q - 1);
+                    }
                 }
             }
-            sum / count
-        };
-        let repeated = prefix + n..p;
-        induction.push(
-            (0..heads)
-                .map(|h| mean(h, repeated.clone(), n - 1))
-                .collect(),
-        );
-        duplicate.push((0..heads).map(|h| mean(h, repeated.clone(), n)).collect());
-        prev_token.push((0..heads).map(|h| mean(h, 1..p, 1)).collect());
-        patterns.push(
-            (0..heads)
-                .map(|h| pattern[h * p * p..(h + 1) * p * p].to_vec())
-                .collect(),
-        );
+            if done == 0 {
+                patterns.push(
+                    (0..heads)
+                        .map(|h| pattern[h * p * p..(h + 1) * p * p].to_vec())
+                        .collect(),
+                );
+            }
+        }
+        if done == 0 {
+            first_tokens = tokens.row(0).to_vec();
+        }
+        done += tokens.batch();
+        progress(done);
     }
+    let mean = |sums: Vec<Vec<f32>>, queries: usize| -> Vec<Vec<f32>> {
+        let count = (queries * args.batch) as f32;
+        sums.into_iter()
+            .map(|row| row.into_iter().map(|s| s / count).collect())
+            .collect()
+    };
     Ok(HeadScores {
-        induction,
-        prev_token,
-        duplicate,
+        induction: mean(induction, p - prefix - n),
+        prev_token: mean(prev_token, p - 1),
+        duplicate: mean(duplicate, p - prefix - n),
         seq_len: n,
-        batch,
+        batch: args.batch,
         seed: args.seed,
         bos,
-        tokens: tokens.row(0).to_vec(),
+        tokens: first_tokens,
         patterns,
     })
 }

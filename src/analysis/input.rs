@@ -21,9 +21,20 @@ pub fn parse_token_json(text: &str, source: &str) -> Result<TokenBatch> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let id = |v: &serde_json::Value| -> Result<u32> {
-        v.as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| bad(format!("{v} is not a token id (a non-negative integer)")))
+        if let Some(n) = v.as_u64() {
+            return u32::try_from(n).map_err(|_| {
+                bad(format!(
+                    "token id {v} is out of range (at most {})",
+                    u32::MAX
+                ))
+            });
+        }
+        Err(bad(match v.as_f64() {
+            Some(x) if x.fract() == 0.0 && x > 0.0 => {
+                format!("token id {v} is out of range (at most {})", u32::MAX)
+            }
+            _ => format!("{v} is not a token id (a non-negative integer)"),
+        }))
     };
     let list = value
         .as_array()
@@ -46,18 +57,20 @@ pub fn parse_token_json(text: &str, source: &str) -> Result<TokenBatch> {
 
 /// Reads a JSON file of token ids ([`parse_token_json`]).
 pub fn read_token_file(path: &Path) -> Result<TokenBatch> {
-    let text = std::fs::read_to_string(path).map_err(|e| TlensError::File {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let text = tlens_model::text_file::read_text(path)?;
     parse_token_json(&text, &path.display().to_string())
 }
 
 /// A token named on the command line: `id:N` for an id, otherwise text that must be exactly one token (e.g. `" Mary"`).
 pub fn parse_token(spec: &str, tokenizer: Option<&Tokenizer>) -> Result<u32> {
     if let Some(n) = spec.strip_prefix("id:") {
-        return n.parse().map_err(|_| {
-            TlensError::Analysis(format!("`{spec}`: expected id:N with N a token id"))
+        return n.parse().map_err(|e: std::num::ParseIntError| {
+            TlensError::Analysis(match e.kind() {
+                std::num::IntErrorKind::PosOverflow => {
+                    format!("`{spec}`: token id out of range (at most {})", u32::MAX)
+                }
+                _ => format!("`{spec}`: expected id:N with N a token id"),
+            })
         });
     }
     let tokenizer = tokenizer.ok_or_else(|| {

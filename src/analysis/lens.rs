@@ -133,13 +133,23 @@ pub fn logit_lens<B: Backend>(
             None => top[rows - 1][p][0].id,
         })
         .collect();
+    // A next token past the output vocabulary (a model whose d_vocab_out < d_vocab) is one the model can never
+    // predict: its probability is 0.
     let device = probs.device();
     let index: Vec<i64> = (0..rows)
-        .flat_map(|_| targets.iter().map(|&t| t as i64))
+        .flat_map(|_| targets.iter().map(|&t| t.min(vocab as u32 - 1) as i64))
         .collect();
     let index = Tensor::<B, 3, Int>::from_data(TensorData::new(index, [rows, pos, 1]), &device);
     let gathered = to_f32(probs.gather(2, index).into_data());
-    let target_probs = gathered.chunks(pos).map(<[f32]>::to_vec).collect();
+    let target_probs = gathered
+        .chunks(pos)
+        .map(|row| {
+            row.iter()
+                .zip(&targets)
+                .map(|(&p, &t)| if (t as usize) < vocab { p } else { 0.0 })
+                .collect()
+        })
+        .collect();
     Ok(LensTable {
         labels: stack.labels,
         targets,

@@ -8,7 +8,7 @@
 //! ```
 //! use tlens::{analysis, backend::NdArray, embedded, RunOptions, TokenBatch};
 //! let loaded = embedded::model::<NdArray>(&Default::default()).unwrap();
-//! let scores = analysis::heads::head_scores(&loaded.model, &analysis::heads::HeadScoresArgs::default(), None).unwrap();
+//! let scores = analysis::heads::head_scores(&loaded.model, &analysis::heads::HeadScoresArgs::default(), None, &mut |_| {}).unwrap();
 //! assert_eq!(scores.induction.len(), loaded.model.cfg().n_layers);
 //! ```
 

@@ -20,6 +20,8 @@ use tlens_model::{
 
 use crate::backend::BackendTask;
 use crate::error::{Result, TlensError};
+use crate::memory::{self, MemoryBudget};
+use crate::output::check_output;
 
 pub use methods::CallOutput;
 
@@ -47,7 +49,7 @@ pub struct Plan {
 
 /// `{"hf": DIR}` or `{"tl": {"config": FILE, "weights": FILE}}`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "ModelFields")]
 pub enum ModelSpec {
     /// A Hugging Face GPT-2 folder.
     Hf(PathBuf),
@@ -58,6 +60,37 @@ pub enum ModelSpec {
         /// The state dict (safetensors).
         weights: PathBuf,
     },
+}
+
+/// A plan's `model` as written: exactly one of the two keys, which [`ModelSpec`] checks with a message that says so
+/// (serde's own for an enum is "expected value at line 1 column 20").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFields {
+    hf: Option<PathBuf>,
+    tl: Option<TlFiles>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlFiles {
+    config: PathBuf,
+    weights: PathBuf,
+}
+
+impl TryFrom<ModelFields> for ModelSpec {
+    type Error = &'static str;
+
+    fn try_from(fields: ModelFields) -> std::result::Result<Self, Self::Error> {
+        match (fields.hf, fields.tl) {
+            (Some(dir), None) => Ok(ModelSpec::Hf(dir)),
+            (None, Some(tl)) => Ok(ModelSpec::Tl {
+                config: tl.config,
+                weights: tl.weights,
+            }),
+            _ => Err("`model` takes exactly one of `hf` (a folder) and `tl` ({config, weights})"),
+        }
+    }
 }
 
 /// The four `from_pretrained` flags, each optional.
@@ -106,15 +139,28 @@ pub struct Call {
 impl Plan {
     /// Reads a plan file.
     pub fn read(path: &Path) -> Result<(Plan, String)> {
-        let text = std::fs::read_to_string(path).map_err(|e| TlensError::Plan {
+        let bad = |message: String| TlensError::Plan {
             path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let plan = serde_json::from_str(&text).map_err(|e| TlensError::Plan {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let text = tlens_model::text_file::read_text(path).map_err(|e| bad(e.to_string()))?;
+        let plan: Plan = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let mut ids = std::collections::HashSet::new();
+        if let Some(call) = plan.calls.iter().find(|c| !ids.insert(c.id.as_str())) {
+            return Err(bad(format!(
+                "two calls have the id `{}`; each call's id names its output",
+                call.id
+            )));
+        }
         Ok((plan, text))
+    }
+
+    /// The files the plan reads (its model), relative to the plan's folder `base`.
+    pub fn inputs(&self, base: &Path) -> Vec<PathBuf> {
+        match &self.model {
+            ModelSpec::Hf(dir) => vec![base.join(dir)],
+            ModelSpec::Tl { config, weights } => vec![base.join(config), base.join(weights)],
+        }
     }
 
     fn processing(&self) -> Processing {
@@ -175,6 +221,8 @@ pub struct EvalPlan {
     pub plan: PathBuf,
     /// Where to write the output.
     pub out: PathBuf,
+    /// The memory the run may use: a plan whose run and cache need more is refused before it starts.
+    pub budget: MemoryBudget,
 }
 
 impl BackendTask for EvalPlan {
@@ -182,6 +230,13 @@ impl BackendTask for EvalPlan {
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<EvalSummary> {
         let (plan, text) = Plan::read(&self.plan)?;
+        let base = self.plan.parent().unwrap_or(Path::new("."));
+        let mut inputs = plan.inputs(base);
+        inputs.push(self.plan.clone());
+        check_output(
+            &self.out,
+            &inputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        )?;
         match plan.run.incl_bwd {
             // Gradients need the autodiff decorator of whatever backend runs the plan.
             Some(metric) => self.evaluate::<Autodiff<B>>(plan, text, device, |m, t, h, o| {
@@ -211,6 +266,22 @@ impl EvalPlan {
         let base = self.plan.parent().unwrap_or(Path::new("."));
         let (model, tokenizer) = load_model::<B>(&plan.model, base, plan.processing(), &device)?;
         let tokens = TokenBatch::new(&plan.tokens)?;
+        let options = plan.run_options(&self.plan)?;
+        self.budget.check(
+            memory::run_bytes(
+                model.cfg(),
+                tokens.batch(),
+                tokens.positions(),
+                &options.names_filter,
+                true,
+            ),
+            &format!(
+                "the plan's run of {} sequences of {} tokens",
+                tokens.batch(),
+                tokens.positions()
+            ),
+            "cache fewer hooks (run.names_filter) or pass fewer or shorter sequences",
+        )?;
         let mut hooks = plan
             .run
             .hooks
@@ -219,12 +290,7 @@ impl EvalPlan {
             .collect::<Result<Vec<_>>>()?;
         let mut hook_refs: Vec<&mut dyn Hook<B>> =
             hooks.iter_mut().map(|h| h as &mut dyn Hook<B>).collect();
-        let (output, cache) = run(
-            &model,
-            &tokens,
-            &mut hook_refs,
-            plan.run_options(&self.plan)?,
-        )?;
+        let (output, cache) = run(&model, &tokens, &mut hook_refs, options)?;
 
         let mut tensors = vec![NamedTensor::float("logits", &DynTensor::new(output))];
         tensors.extend(

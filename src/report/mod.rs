@@ -154,7 +154,7 @@ pub fn build_report<B: Backend>(
 
     progress(1);
     let bos = tokenizer.and_then(|t| t.bos_token_id());
-    let scores = head_scores(model, &args.scores, bos)?;
+    let scores = head_scores(model, &args.scores, bos, &mut |_| {})?;
 
     progress(2);
     let lens = logit_lens(
@@ -196,7 +196,7 @@ pub fn build_report<B: Backend>(
     )?;
 
     progress(4);
-    let (clean, corrupted, changed, metric) = induction_patching(&scores, cfg.d_vocab);
+    let (clean, corrupted, changed, metric) = induction_patching(&scores, cfg.d_vocab.min(cfg.d_vocab_out));
     let patching_tokens = text(&clean);
     let labels: Vec<String> = patching_tokens
         .iter()

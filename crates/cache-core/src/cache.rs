@@ -60,7 +60,19 @@ impl<B: Backend> ActivationCache<B> {
         {
             return Ok(t.clone());
         }
-        let name = key.resolve(self.model.cfg.n_layers);
+        let n_layers = self.model.cfg.n_layers;
+        if let CacheKey::Parts(_, Some(layer), _) = &key
+            && !(-(n_layers as i64)..n_layers as i64).contains(layer)
+        {
+            return Err(CacheError::LayerOutOfRange {
+                layer: *layer,
+                what: format!(
+                    "the model has {n_layers} layers (-{n_layers}..={})",
+                    n_layers - 1
+                ),
+            });
+        }
+        let name = key.resolve(n_layers);
         self.entries
             .get(&name)
             .cloned()

@@ -410,6 +410,21 @@ impl HookedTransformerConfig {
                 self.n_layers
             ));
         }
+        // Values that would make every output NaN or ±∞: a zero epsilon divides a constant row by zero, a zero scale
+        // divides every score by zero.
+        let positive = [
+            ("layer_norm_epsilon (eps)", Some(self.eps)),
+            ("attn_scale", Some(self.attn_scale)),
+            ("rotary_base", Some(self.rotary_base)),
+            ("attn_scores_soft_cap", self.attn_scores_soft_cap),
+            ("output_logits_soft_cap", self.output_logits_soft_cap),
+        ];
+        if let Some((name, Some(v))) = positive
+            .into_iter()
+            .find(|(_, v)| v.is_some_and(|v| !(v.is_finite() && v > 0.0)))
+        {
+            return bad(format!("{name} must be a positive finite number, not {v}"));
+        }
         if self.use_local_attn && self.window_size.is_none_or(|w| w == 0) {
             return bad("use_local_attn needs a positive window_size".into());
         }

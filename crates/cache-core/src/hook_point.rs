@@ -287,6 +287,50 @@ impl HookPoint {
         }
     }
 
+    /// The activation's shape in the book's symbols (`[B,P,D]`, `[B,H,P,P]`, ...; the hooks table prints these).
+    pub fn shape(&self) -> &'static str {
+        match self {
+            HookPoint::Embed | HookPoint::PosEmbed | HookPoint::UnembedIn => "[B,P,D]",
+            HookPoint::UnembedOut => "[B,P,V]",
+            HookPoint::LnFinal(hook) => norm_shape(*hook, "").0,
+            HookPoint::Block(_, hook) => hook.describe().0,
+        }
+    }
+
+    /// How many values the activation holds for a batch of `batch` sequences of `positions` tokens, read off
+    /// [`shape`](Self::shape); `None` when the count overflows `usize`. Memory estimates are built from this.
+    ///
+    /// ```
+    /// use tlens_cache_core::{BlockHook, HookPoint, HookedTransformerConfig};
+    /// let cfg = HookedTransformerConfig::new(2, 16, 32, 4, 50).unwrap();
+    /// assert_eq!(HookPoint::Block(0, BlockHook::Pattern).numel(&cfg, 3, 10), Some(3 * 4 * 10 * 10));
+    /// assert_eq!(HookPoint::Block(0, BlockHook::Pattern).numel(&cfg, usize::MAX, 10), None);
+    /// ```
+    pub fn numel(
+        &self,
+        cfg: &HookedTransformerConfig,
+        batch: usize,
+        positions: usize,
+    ) -> Option<usize> {
+        let shape = self.shape();
+        shape[1..shape.len() - 1]
+            .split([',', '·'])
+            .try_fold(1usize, |n, axis| {
+                n.checked_mul(match axis {
+                    "B" => batch,
+                    "P" => positions,
+                    "D" => cfg.d_model,
+                    "H" => cfg.n_heads,
+                    "H_kv" => cfg.kv_heads(),
+                    "dh" => cfg.d_head,
+                    "M" => cfg.d_mlp,
+                    "V" => cfg.d_vocab_out,
+                    "1" => 1,
+                    other => unreachable!("axis `{other}` of {shape} has no size"),
+                })
+            })
+    }
+
     /// The block a hook belongs to, if any.
     pub fn layer(&self) -> Option<usize> {
         match self {
@@ -452,6 +496,23 @@ pub fn markdown_table() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_shape_has_a_size() {
+        let cfg = HookedTransformerConfig::new(1, 8, 8, 2, 10).unwrap();
+        let mut points = vec![
+            HookPoint::Embed,
+            HookPoint::PosEmbed,
+            HookPoint::LnFinal(NormHook::Scale),
+            HookPoint::LnFinal(NormHook::Normalized),
+            HookPoint::UnembedIn,
+            HookPoint::UnembedOut,
+        ];
+        points.extend(BlockHook::ALL.into_iter().map(|h| HookPoint::Block(0, h)));
+        for p in points {
+            assert!(p.numel(&cfg, 2, 3).is_some_and(|n| n > 0), "{p}");
+        }
+    }
 
     #[test]
     fn names_round_trip() {

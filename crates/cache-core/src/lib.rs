@@ -40,6 +40,7 @@
 //! assert_eq!((acc.labels.len(), dla.shape()), (5, vec![5, 2]));
 //! ```
 
+pub mod atomic_file;
 pub mod attribution;
 pub mod batch;
 pub mod cache;

@@ -12,6 +12,7 @@ use burn_tensor::backend::Backend;
 use indexmap::IndexMap;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::atomic_file::write_atomically;
 use crate::cache::{ActivationCache, ModelParams};
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
@@ -55,7 +56,8 @@ impl NamedTensor {
     }
 }
 
-/// Writes named tensors and metadata to a safetensors file.
+/// Writes named tensors and metadata to a safetensors file, atomically ([`write_atomically`]): a failure leaves any
+/// earlier file at `path` as it was. Two tensors of one name are an error.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[NamedTensor],
@@ -65,6 +67,10 @@ pub fn write_safetensors(
         path: path.display().to_string(),
         message: e.to_string(),
     };
+    let mut seen = std::collections::HashSet::new();
+    if let Some(t) = tensors.iter().find(|t| !seen.insert(t.name.as_str())) {
+        return Err(file_err(&format!("two tensors are named `{}`", t.name)));
+    }
     let views = tensors
         .iter()
         .map(|t| {
@@ -73,7 +79,9 @@ pub fn write_safetensors(
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| file_err(&e))?;
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| file_err(&e))
+    write_atomically(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(std::io::Error::other)
+    })
 }
 
 impl<B: Backend> ActivationCache<B> {

@@ -58,6 +58,16 @@ pub enum ModelError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// A weight holding NaN or ±∞: every output of the model would be NaN, so it is refused at load.
+    #[error("weight `{name}` in {path} holds {count} NaN or infinite values")]
+    NonFiniteWeight {
+        /// The parameter name.
+        name: String,
+        /// The file.
+        path: String,
+        /// How many of its values are not finite.
+        count: usize,
+    },
     /// A configuration that cannot be read or is inconsistent.
     #[error("config {path}: {message}")]
     Config {

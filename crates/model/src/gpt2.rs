@@ -49,7 +49,7 @@ fn default_act() -> String {
 
 /// Reads a Hugging Face GPT-2 `config.json` as TransformerLens's `convert_hf_model_config` would.
 pub fn config_from_hf(path: &Path) -> Result<HookedTransformerConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let text = crate::text_file::read_text(path)?;
     config_from_hf_json(&text, &path.display().to_string())
 }
 

@@ -18,6 +18,7 @@ pub mod processing;
 mod rotary;
 pub mod safetensors_file;
 pub mod state_dict;
+pub mod text_file;
 pub mod tokenizer;
 pub mod tokens;
 

@@ -33,14 +33,9 @@ pub fn load_hf<B: Backend>(
     processing: Processing,
     device: &burn_tensor::Device<B>,
 ) -> Result<LoadedModel<B>> {
-    if !dir.is_dir() {
-        return Err(ModelError::io(
-            dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
-        ));
-    }
+    check_folder(dir)?;
     let config = dir.join("config.json");
-    let text = std::fs::read_to_string(&config).map_err(|e| ModelError::io(&config, e))?;
+    let text = crate::text_file::read_text(&config)?;
     let source = config.display().to_string();
     let family = hf::model_type(&text, &source)?;
     let cfg = hf::config_from_json(family, &text, &source)?;
@@ -87,7 +82,7 @@ pub fn load_transformerlens<B: Backend>(
     processing: Processing,
     device: &burn_tensor::Device<B>,
 ) -> Result<HookedTransformer<B>> {
-    let text = std::fs::read_to_string(config).map_err(|e| ModelError::io(config, e))?;
+    let text = crate::text_file::read_text(config)?;
     let cfg = tl_config(&text, &config.display().to_string())?;
     build(cfg, TensorFile::read(weights)?, processing, device)
 }
@@ -123,16 +118,11 @@ pub fn load_folder<B: Backend>(
     processing: Processing,
     device: &burn_tensor::Device<B>,
 ) -> Result<LoadedModel<B>> {
-    if !dir.is_dir() {
-        return Err(ModelError::io(
-            dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
-        ));
-    }
+    check_folder(dir)?;
     let tl_weights = dir.join("weights.safetensors");
-    if tl_weights.exists() && !TensorFile::is_checkpoint(dir) {
-        let config = dir.join("config.json");
-        let text = std::fs::read_to_string(&config).map_err(|e| ModelError::io(&config, e))?;
+    let config = dir.join("config.json");
+    let text = crate::text_file::read_text(&config)?;
+    if !TensorFile::is_checkpoint(dir) && is_transformerlens_config(&text) {
         let cfg = tl_config(&text, &config.display().to_string())?;
         let model = build(cfg, TensorFile::read(&tl_weights)?, processing, device)?;
         return checked(
@@ -142,6 +132,26 @@ pub fn load_folder<B: Backend>(
         );
     }
     load_hf(dir, processing, device)
+}
+
+/// A folder, or a clear word on what the path is instead.
+fn check_folder(dir: &Path) -> Result<()> {
+    let problem = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => "a file, not a model folder (name the folder that holds config.json)",
+        Err(_) => "no such folder",
+    };
+    Err(ModelError::io(
+        dir,
+        std::io::Error::new(std::io::ErrorKind::NotFound, problem),
+    ))
+}
+
+/// Whether a `config.json` is TransformerLens's (it names `d_model`; Hugging Face configs say `hidden_size`, `n_embd`
+/// or `d_model` only together with a `model_type`).
+fn is_transformerlens_config(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|v| v.get("d_model").is_some() && v.get("model_type").is_none())
 }
 
 fn tl_config(text: &str, path: &str) -> Result<HookedTransformerConfig> {

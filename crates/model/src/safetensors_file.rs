@@ -188,8 +188,7 @@ impl TensorFile {
             path: index_path.display().to_string(),
             message,
         };
-        let text =
-            std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+        let text = crate::text_file::read_text(&index_path)?;
         let index: ShardIndex =
             serde_json::from_str(&text).map_err(|e| index_err(e.to_string()))?;
         let mut shards: Vec<&String> = index.weight_map.values().collect();

@@ -7,7 +7,7 @@ use tlens_cache_core::{
     NormalizationType, TransformerWeights,
 };
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::safetensors_file::TensorFile;
 
 /// Buffers TransformerLens keeps in its state dict that are not parameters (ignored on load).
@@ -32,7 +32,21 @@ pub fn weights_from_state_dict<B: Backend>(
     } else {
         ""
     };
-    let mut take = |name: &str, shape: &[usize]| file.take(name, shape);
+    let path = file.path.clone();
+    let mut take = |name: &str, shape: &[usize]| {
+        let data = file.take(name, shape)?;
+        let count = data
+            .as_slice::<f32>()
+            .map_or(0, |v| v.iter().filter(|x| !x.is_finite()).count());
+        if count > 0 {
+            return Err(ModelError::NonFiniteWeight {
+                name: name.to_string(),
+                path: path.clone(),
+                count,
+            });
+        }
+        Ok(data)
+    };
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = |s: &str| format!("blocks.{l}.{s}");

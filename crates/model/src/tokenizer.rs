@@ -125,7 +125,7 @@ fn bos_from_config(dir: &Path) -> Result<Option<String>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+    let text = crate::text_file::read_text(&path)?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
     Ok(match &json["bos_token"] {

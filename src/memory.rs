@@ -1,0 +1,210 @@
+//! Memory limits: how much a command may use (`--max-memory`, by default a share of physical memory), and what a run
+//! needs, estimated from the config before it starts, so that a batch too large is refused with one line naming the
+//! figure and the flag that lowers it instead of growing until the system kills it.
+
+use std::fmt;
+
+use tlens_cache_core::{HookPoint, HookedTransformerConfig, NamesFilter, hook_point::hook_points};
+
+use crate::error::{Result, TlensError};
+
+/// The share of physical memory a command may use when `--max-memory` is not given.
+pub const DEFAULT_SHARE: f64 = 0.8;
+
+/// How many bytes a command may use, and where that figure came from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MemoryBudget {
+    /// The limit, bytes.
+    pub bytes: u64,
+    /// Whether it was given (`--max-memory`) rather than derived from physical memory.
+    pub given: bool,
+}
+
+impl Default for MemoryBudget {
+    /// [`DEFAULT_SHARE`] of physical memory (no limit where the system does not say how much it has).
+    fn default() -> Self {
+        let mut system = sysinfo::System::new();
+        system.refresh_memory();
+        let total = system.total_memory();
+        Self {
+            bytes: if total == 0 {
+                u64::MAX
+            } else {
+                (total as f64 * DEFAULT_SHARE) as u64
+            },
+            given: false,
+        }
+    }
+}
+
+impl std::str::FromStr for MemoryBudget {
+    type Err = TlensError;
+
+    /// `12G`, `512M`, `64K` (powers of 1024, an optional `B`/`iB`) or a number of bytes.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            TlensError::Analysis(format!(
+                "--max-memory `{s}`: expected a size such as 12G, 512M or a number of bytes"
+            ))
+        };
+        let t = s.trim().to_ascii_uppercase();
+        let t = t.trim_end_matches("IB").trim_end_matches('B');
+        let (digits, shift) = match t.chars().last() {
+            Some('K') => (&t[..t.len() - 1], 10),
+            Some('M') => (&t[..t.len() - 1], 20),
+            Some('G') => (&t[..t.len() - 1], 30),
+            Some('T') => (&t[..t.len() - 1], 40),
+            _ => (t, 0),
+        };
+        let value: f64 = digits.trim().parse().map_err(|_| bad())?;
+        let bytes = value * (1u64 << shift) as f64;
+        if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+            return Err(bad());
+        }
+        Ok(Self {
+            bytes: bytes as u64,
+            given: true,
+        })
+    }
+}
+
+impl MemoryBudget {
+    /// Refuses work that needs more than the budget: `what` says what the figure is for, `lower` how to need less.
+    pub fn check(&self, need: Option<u64>, what: &str, lower: &str) -> Result<()> {
+        match need {
+            Some(n) if n <= self.bytes => Ok(()),
+            _ => Err(TlensError::Memory {
+                need: need.map_or_else(
+                    || "more memory than can be counted".into(),
+                    |n| Bytes(n).to_string(),
+                ),
+                what: what.to_string(),
+                limit: self.to_string(),
+                lower: lower.to_string(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.given {
+            write!(f, "{} (--max-memory)", Bytes(self.bytes))
+        } else {
+            write!(
+                f,
+                "{} ({:.0}% of physical memory; raise it with --max-memory)",
+                Bytes(self.bytes),
+                DEFAULT_SHARE * 100.0
+            )
+        }
+    }
+}
+
+/// A byte count for people: `1.5 GB` (powers of 1000, as the book's benchmark tables).
+#[derive(Clone, Copy, Debug)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0 as f64;
+        match self.0 {
+            n if n >= 1_000_000_000 => write!(f, "{:.1} GB", b / 1e9),
+            n if n >= 1_000_000 => write!(f, "{:.1} MB", b / 1e6),
+            n if n >= 1_000 => write!(f, "{:.1} kB", b / 1e3),
+            n => write!(f, "{n} B"),
+        }
+    }
+}
+
+/// The bytes (f32) a cache of `batch × positions` holds: every hook `filter` keeps. `None` on overflow.
+pub fn cache_bytes(
+    cfg: &HookedTransformerConfig,
+    batch: usize,
+    positions: usize,
+    filter: &NamesFilter,
+) -> Option<u64> {
+    hook_points(cfg)
+        .into_iter()
+        .filter(|p| filter.keeps(&p.to_string()))
+        .try_fold(0u64, |sum, p| {
+            sum.checked_add(4 * p.numel(cfg, batch, positions)? as u64)
+        })
+}
+
+/// The bytes (f32) a forward pass of `batch × positions` works in at its peak besides any cache: one layer's
+/// activations twice over (inputs and outputs of its largest step live together) and the logits, which every command
+/// keeps. `None` on overflow.
+pub fn forward_bytes(cfg: &HookedTransformerConfig, batch: usize, positions: usize) -> Option<u64> {
+    let layer = hook_points(cfg)
+        .into_iter()
+        .filter(|p| p.layer() == Some(0))
+        .try_fold(0u64, |sum, p| {
+            sum.checked_add(4 * p.numel(cfg, batch, positions)? as u64)
+        })?;
+    let logits = 4 * HookPoint::UnembedOut.numel(cfg, batch, positions)? as u64;
+    layer.checked_mul(2)?.checked_add(logits)
+}
+
+/// The logit lens of one sequence: a probability for every snapshot (at most two per layer and the final one),
+/// position and output token, twice (the probabilities and their sort for the top tokens). `None` on overflow.
+pub fn lens_bytes(cfg: &HookedTransformerConfig, positions: usize) -> Option<u64> {
+    let snapshots = 2 * cfg.n_layers as u64 + 1;
+    let one = 4 * HookPoint::UnembedOut.numel(cfg, 1, positions)? as u64;
+    one.checked_mul(2 * snapshots)
+}
+
+/// A run that caches what `filter` keeps: the forward pass's working memory plus the cache. When the cache is then
+/// written to disk its bytes are copied once more (`save = true`).
+pub fn run_bytes(
+    cfg: &HookedTransformerConfig,
+    batch: usize,
+    positions: usize,
+    filter: &NamesFilter,
+    save: bool,
+) -> Option<u64> {
+    let cache = cache_bytes(cfg, batch, positions, filter)?;
+    let copies = if save { 2 } else { 1 };
+    forward_bytes(cfg, batch, positions)?.checked_add(cache.checked_mul(copies)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        for (s, bytes) in [
+            ("12G", 12u64 << 30),
+            ("512m", 512 << 20),
+            ("1.5GiB", 3 << 29),
+            ("4096", 4096),
+        ] {
+            assert_eq!(s.parse::<MemoryBudget>().unwrap().bytes, bytes, "{s}");
+        }
+        for s in ["", "G", "-1G", "0", "lots", "1e30T"] {
+            assert!(s.parse::<MemoryBudget>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn estimates_grow_with_the_batch_and_overflow_to_none() {
+        let cfg = HookedTransformerConfig::new(2, 16, 64, 4, 50).unwrap();
+        let one = run_bytes(&cfg, 1, 10, &NamesFilter::All, false).unwrap();
+        let ten = run_bytes(&cfg, 10, 10, &NamesFilter::All, false).unwrap();
+        assert!(ten >= 9 * one && ten <= 11 * one, "{one} {ten}");
+        assert_eq!(
+            run_bytes(&cfg, usize::MAX, 10, &NamesFilter::All, false),
+            None
+        );
+        let budget = MemoryBudget {
+            bytes: one,
+            given: true,
+        };
+        assert!(budget.check(Some(one), "a run", "").is_ok());
+        let err = budget
+            .check(Some(ten), "a run of 10 sequences", "pass fewer sequences")
+            .unwrap_err();
+        assert!(err.to_string().contains("pass fewer sequences"), "{err}");
+    }
+}
