@@ -131,18 +131,39 @@ impl<B: Backend> DynTensor<B> {
         Ok(MAX_RANK - self.rank + logical as usize)
     }
 
-    /// Keeps `length` entries of `axis` from `start`.
+    /// Keeps `length` entries of `axis` from `start`, as `torch.narrow` (an empty range gives an empty tensor; a range
+    /// past the end of the axis is an error).
     pub fn narrow(self, axis: isize, start: usize, length: usize) -> Result<Self> {
         let p = self.physical(axis)?;
+        let len = self.inner.dims()[p];
+        if start.checked_add(length).is_none_or(|end| end > len) {
+            return Err(CacheError::Shape(format!(
+                "cannot narrow axis {axis} of shape {:?} to {length} entries from {start}",
+                self.shape()
+            )));
+        }
+        if length == 0 {
+            // burn refuses an empty narrow.
+            let mut shape = self.shape();
+            shape[p - (MAX_RANK - self.rank)] = 0;
+            return Ok(Self::zeros(&shape, &self.device()));
+        }
         Ok(Self {
             inner: self.inner.narrow(p, start, length),
             rank: self.rank,
         })
     }
 
-    /// Gathers the given (non-negative, in range) indices along `axis`; the axis is kept.
+    /// Gathers the given indices along `axis`; the axis is kept. An index past the end of the axis is an error.
     pub fn select(self, axis: isize, indices: &[usize]) -> Result<Self> {
         let p = self.physical(axis)?;
+        let len = self.inner.dims()[p];
+        if let Some(bad) = indices.iter().find(|&&i| i >= len) {
+            return Err(CacheError::Shape(format!(
+                "index {bad} is out of range for axis {axis} of shape {:?}",
+                self.shape()
+            )));
+        }
         let device = self.inner.device();
         let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [indices.len()]), &device);
@@ -152,9 +173,15 @@ impl<B: Backend> DynTensor<B> {
         })
     }
 
-    /// Takes entry `index` of `axis` and removes the axis.
+    /// Takes entry `index` of `axis` and removes the axis. An index past the end of the axis is an error.
     pub fn index(self, axis: isize, index: usize) -> Result<Self> {
         let p = self.physical(axis)?;
+        if index >= self.inner.dims()[p] {
+            return Err(CacheError::Shape(format!(
+                "index {index} is out of range for axis {axis} of shape {:?}",
+                self.shape()
+            )));
+        }
         let narrowed = self.inner.narrow(p, index, 1);
         Ok(Self::drop_unit_axis(narrowed, p, self.rank))
     }
@@ -393,7 +420,7 @@ impl<B: Backend> DynTensor<B> {
     /// Broadcasts to a larger shape, as `torch.expand`.
     pub fn expand(self, shape: &[usize]) -> Result<Self> {
         let target = Self::broadcast_shape(&self.shape(), shape)?;
-        if target != shape {
+        if target != shape || shape.len() > MAX_RANK {
             return Err(CacheError::Shape(format!(
                 "cannot expand {:?} to {:?}",
                 self.shape(),

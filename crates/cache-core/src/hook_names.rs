@@ -154,7 +154,8 @@ pub fn get_act_name(name: &str, layer: Option<i64>, layer_type: Option<&str>) ->
     full
 }
 
-/// The regex `^([a-z]+)(\d+)([a-z]?.*)` of `get_act_name`, by hand: lowercase letters, digits, then anything.
+/// The regex `^([a-z]+)(\d+)([a-z]?.*)` of `get_act_name`, by hand: lowercase letters, digits, then anything up to
+/// a newline (Python's `.` does not match one).
 fn split_shorthand(name: &str) -> Option<(String, String, String)> {
     let letters = name.bytes().take_while(u8::is_ascii_lowercase).count();
     let digits = name[letters..]
@@ -165,7 +166,11 @@ fn split_shorthand(name: &str) -> Option<(String, String, String)> {
         (
             name[..letters].to_string(),
             name[letters..letters + digits].to_string(),
-            name[letters + digits..].to_string(),
+            name[letters + digits..]
+                .split('\n')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         )
     })
 }

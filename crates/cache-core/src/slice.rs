@@ -99,10 +99,11 @@ impl Slice {
         axis: isize,
         role: SliceRole,
     ) -> Result<DynTensor<B>> {
+        // The axis must exist even for `All` (TransformerLens raises `IndexError` there too).
+        let len = t.dim(axis)?;
         if matches!(self, Slice::All) {
             return Ok(t);
         }
-        let len = t.dim(axis)?;
         let idx = self.indices(len, role)?;
         match self {
             Slice::Index(_) => t.index(axis, idx[0]),
@@ -140,14 +141,12 @@ fn python_range(
     } else {
         (norm(start, n - 1), norm(stop, -1))
     };
-    let mut i = s;
+    // `None` once the next entry would lie past `i64::MAX` (a huge step): Python stops there too.
+    let mut next = Some(s);
     std::iter::from_fn(move || {
-        let more = if step > 0 { i < e } else { i > e };
-        more.then(|| {
-            let v = i;
-            i += step;
-            v
-        })
+        let i = next.filter(|&i| if step > 0 { i < e } else { i > e })?;
+        next = i.checked_add(step);
+        Some(i)
     })
 }
 
