@@ -101,7 +101,7 @@ impl fmt::Display for MemoryBudget {
     }
 }
 
-/// A byte count for people: `1.5 GB` (powers of 1000, as the book's benchmark tables).
+/// A byte count for people, in the binary units `--max-memory` takes: `1.5 GiB`.
 #[derive(Clone, Copy, Debug)]
 pub struct Bytes(pub u64);
 
@@ -109,9 +109,9 @@ impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0 as f64;
         match self.0 {
-            n if n >= 1_000_000_000 => write!(f, "{:.1} GB", b / 1e9),
-            n if n >= 1_000_000 => write!(f, "{:.1} MB", b / 1e6),
-            n if n >= 1_000 => write!(f, "{:.1} kB", b / 1e3),
+            n if n >= 1 << 30 => write!(f, "{:.1} GiB", b / (1u64 << 30) as f64),
+            n if n >= 1 << 20 => write!(f, "{:.1} MiB", b / (1u64 << 20) as f64),
+            n if n >= 1 << 10 => write!(f, "{:.1} KiB", b / (1u64 << 10) as f64),
             n => write!(f, "{n} B"),
         }
     }
