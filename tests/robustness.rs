@@ -795,3 +795,44 @@ fn a_successful_write_replaces_the_file_and_leaves_nothing_else() {
     assert_eq!(others(&dir, &[&out]), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Weights that pass the load checks (all finite) but overflow in the forward pass: the commands still succeed, and
+/// say the numbers are not meaningful instead of reporting them as findings.
+#[test]
+fn non_finite_outputs_are_flagged() {
+    let dir = scratch("overflow");
+    let model = copy_model("tl-attnonly", &dir);
+    rewrite_tensor(&model.join("weights.safetensors"), "embed.W_E", |v| {
+        v.iter_mut().for_each(|x| *x *= 1e38)
+    });
+    let model = model.display().to_string();
+    let tokens = write_tokens(&dir, "[0, 1, 2, 3]");
+    for command in ["run", "lens", "attribute"] {
+        let mut args = strings(&[command, "--model", &model, "--tokens", &tokens]);
+        if command == "run" {
+            args.extend(strings(&[
+                "--out",
+                dir.join("c.safetensors").to_str().unwrap(),
+            ]));
+        }
+        let result = tlens(&args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(result.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("warning: the model's output holds NaN"),
+            "{command}: {stderr}"
+        );
+    }
+    let stdout = ok(&strings(&[
+        "patterns",
+        "--model",
+        &model,
+        "--sequences",
+        "2",
+    ]));
+    assert!(
+        stdout.contains("no induction scores: the attention patterns are NaN"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -106,6 +106,9 @@ impl HeadScores {
     /// One line: which head is the clearest induction head, and how clear.
     pub fn headline(&self) -> String {
         let (l, h, s) = self.best_induction();
+        if !s.is_finite() {
+            return "no induction scores: the attention patterns are NaN (the model's output is not finite)".into();
+        }
         if s >= INDUCTION_THRESHOLD {
             let mut others: Vec<(f32, String)> = self
                 .induction
