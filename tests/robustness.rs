@@ -402,9 +402,8 @@ fn broken_plans_are_refused_in_one_line() {
         ("no model", "{\"tokens\": [[0, 1]]}".to_string()),
         (
             "both hf and tl",
-            format!(
-                "{{\"model\": {{\"hf\": \"x\", \"tl\": {{\"config\": \"c\", \"weights\": \"w\"}}}}, \"tokens\": [[0]]}}"
-            ),
+            r#"{"model": {"hf": "x", "tl": {"config": "c", "weights": "w"}}, "tokens": [[0]]}"#
+                .to_string(),
         ),
         (
             "two calls of one id",
