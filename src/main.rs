@@ -530,15 +530,9 @@ impl BackendTask for LensCmd {
         let tokens = one_row(&tokens(&self.input, &loaded)?, self.batch_index)?;
         let target = output_token(&loaded, self.target.as_deref())?;
         self.budget.check(
-            memory::run_bytes(
-                loaded.model.cfg(),
-                1,
-                tokens.positions(),
-                &NamesFilter::All,
-                false,
-            )
-            .zip(memory::lens_bytes(loaded.model.cfg(), tokens.positions()))
-            .and_then(|(run, lens)| run.checked_add(lens)),
+            memory::one_sequence_bytes(loaded.model.cfg(), tokens.positions())
+                .zip(memory::lens_bytes(loaded.model.cfg(), tokens.positions()))
+                .and_then(|(run, lens)| run.checked_add(lens)),
             &format!("the logit lens of {} tokens", tokens.positions()),
             "pass a shorter sequence",
         )?;
@@ -691,13 +685,7 @@ impl BackendTask for AttributeCmd {
         let target = output_token(&loaded, self.target.as_deref())?;
         let against = output_token(&loaded, self.against.as_deref())?;
         self.budget.check(
-            memory::run_bytes(
-                loaded.model.cfg(),
-                1,
-                tokens.positions(),
-                &NamesFilter::All,
-                false,
-            ),
+            memory::one_sequence_bytes(loaded.model.cfg(), tokens.positions()),
             &format!("attributing over {} tokens", tokens.positions()),
             "pass a shorter sequence",
         )?;
@@ -826,7 +814,7 @@ impl BackendTask for PatternsCmd {
         )?;
         if let Some(tokens) = &prompt {
             self.budget.check(
-                memory::run_bytes(cfg, 1, tokens.positions(), &NamesFilter::All, false),
+                memory::one_sequence_bytes(cfg, tokens.positions()),
                 &format!("the pattern of {} tokens", tokens.positions()),
                 "pass a shorter sequence",
             )?;
@@ -908,7 +896,7 @@ impl BackendTask for ReportCmd {
         let cfg = loaded.model.cfg();
         let positions = tokens.positions();
         self.budget.check(
-            memory::run_bytes(cfg, 1, positions, &NamesFilter::All, false)
+            memory::one_sequence_bytes(cfg, positions)
                 .zip(memory::lens_bytes(cfg, positions))
                 .zip(memory::forward_bytes(cfg, PATCHES_PER_PASS, positions))
                 .and_then(|((run, lens), patching)| run.checked_add(lens)?.checked_add(patching)),

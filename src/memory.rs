@@ -146,6 +146,12 @@ pub fn forward_bytes(cfg: &HookedTransformerConfig, batch: usize, positions: usi
     layer.checked_mul(2)?.checked_add(logits)
 }
 
+/// One sequence run with every hook cached and nothing saved: what `lens`, `attribute`, `patterns --head` and the
+/// report hold while they analyse it. `None` on overflow.
+pub fn one_sequence_bytes(cfg: &HookedTransformerConfig, positions: usize) -> Option<u64> {
+    run_bytes(cfg, 1, positions, &NamesFilter::All, false)
+}
+
 /// The logit lens of one sequence: a probability for every snapshot (at most two per layer and the final one),
 /// position and output token, twice (the probabilities and their sort for the top tokens). `None` on overflow.
 pub fn lens_bytes(cfg: &HookedTransformerConfig, positions: usize) -> Option<u64> {

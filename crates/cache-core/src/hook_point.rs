@@ -265,6 +265,16 @@ fn norm_shape(hook: NormHook, when: &'static str) -> (&'static str, &'static str
 }
 
 impl HookPoint {
+    /// The hook points outside the blocks, in firing order (a model has those its config asks for).
+    pub const OUTSIDE_BLOCKS: [HookPoint; 6] = [
+        HookPoint::Embed,
+        HookPoint::PosEmbed,
+        HookPoint::LnFinal(NormHook::Scale),
+        HookPoint::LnFinal(NormHook::Normalized),
+        HookPoint::UnembedIn,
+        HookPoint::UnembedOut,
+    ];
+
     /// The logical axis, counted from the end, that holds (query) positions: `-3` for per-head vectors
     /// (`[.., P, H, dh]`), `-2` for everything else, and `None` for Qwen 3's q/k norms, whose positions
     /// TransformerLens flattens together with batch and heads. TransformerLens slices `-3` only for `q/k/v/z/result` and `-2` otherwise, which picks the head axis of
@@ -378,15 +388,10 @@ impl FromStr for HookPoint {
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         let bad = || NotAHookPoint(name.to_string());
-        let top = [
-            HookPoint::Embed,
-            HookPoint::PosEmbed,
-            HookPoint::LnFinal(NormHook::Scale),
-            HookPoint::LnFinal(NormHook::Normalized),
-            HookPoint::UnembedIn,
-            HookPoint::UnembedOut,
-        ];
-        if let Some(p) = top.into_iter().find(|p| p.to_string() == name) {
+        if let Some(p) = HookPoint::OUTSIDE_BLOCKS
+            .into_iter()
+            .find(|p| p.to_string() == name)
+        {
             return Ok(p);
         }
         let rest = name.strip_prefix("blocks.").ok_or_else(bad)?;
@@ -500,14 +505,7 @@ mod tests {
     #[test]
     fn every_shape_has_a_size() {
         let cfg = HookedTransformerConfig::new(1, 8, 8, 2, 10).unwrap();
-        let mut points = vec![
-            HookPoint::Embed,
-            HookPoint::PosEmbed,
-            HookPoint::LnFinal(NormHook::Scale),
-            HookPoint::LnFinal(NormHook::Normalized),
-            HookPoint::UnembedIn,
-            HookPoint::UnembedOut,
-        ];
+        let mut points = HookPoint::OUTSIDE_BLOCKS.to_vec();
         points.extend(BlockHook::ALL.into_iter().map(|h| HookPoint::Block(0, h)));
         for p in points {
             assert!(p.numel(&cfg, 2, 3).is_some_and(|n| n > 0), "{p}");
@@ -516,14 +514,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        let mut points = vec![
-            HookPoint::Embed,
-            HookPoint::PosEmbed,
-            HookPoint::LnFinal(NormHook::Scale),
-            HookPoint::LnFinal(NormHook::Normalized),
-            HookPoint::UnembedIn,
-            HookPoint::UnembedOut,
-        ];
+        let mut points = HookPoint::OUTSIDE_BLOCKS.to_vec();
         points.extend(BlockHook::ALL.into_iter().map(|h| HookPoint::Block(11, h)));
         for p in points {
             assert_eq!(p.to_string().parse::<HookPoint>(), Ok(p), "{p}");

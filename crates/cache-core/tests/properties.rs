@@ -1060,14 +1060,7 @@ fn parse_is_canonical(s: &str) -> Result<(), TestCaseError> {
 /// Any hook point of any config (all 32 block hooks, layers up to 1000).
 fn any_point() -> impl Strategy<Value = HookPoint> {
     prop_oneof![
-        proptest::sample::select(vec![
-            HookPoint::Embed,
-            HookPoint::PosEmbed,
-            HookPoint::LnFinal(NormHook::Scale),
-            HookPoint::LnFinal(NormHook::Normalized),
-            HookPoint::UnembedIn,
-            HookPoint::UnembedOut,
-        ]),
+        proptest::sample::select(HookPoint::OUTSIDE_BLOCKS.to_vec()),
         (
             0usize..1000,
             proptest::sample::select(BlockHook::ALL.to_vec())
