@@ -726,6 +726,47 @@ fn messages_name_what_is_wrong() {
         &["lens", "--model", tl.to_str().unwrap()],
         "weights.safetensors",
     );
+    let plan = dir.join("both.json");
+    std::fs::write(
+        &plan,
+        r#"{"model": {"hf": "x", "tl": {"config": "c", "weights": "w"}}, "tokens": [[0]]}"#,
+    )
+    .unwrap();
+    let out = dir.join("out.safetensors");
+    let (plan, out_arg) = (plan.display().to_string(), out.display().to_string());
+    expect(
+        &["eval", "--plan", &plan, "--out", &out_arg],
+        "exactly one of `hf`",
+    );
+    // A call's error is recorded in the output, and says what is wrong with the key.
+    let plan = dir.join("keys.json");
+    let model = root().join("tests/models/gpt2-tiny").display().to_string();
+    std::fs::write(
+        &plan,
+        format!(
+            r#"{{"model": {{"hf": "{model}"}}, "tokens": [[0, 1]], "calls": [
+                {{"id": "neg", "method": "__getitem__", "args": {{"key": ["pattern", -99]}}}},
+                {{"id": "huge", "method": "__getitem__", "args": {{"key": ["pattern", 99999999999999999999]}}}},
+                {{"id": "far", "method": "accumulated_resid", "args": {{"layer": 1e20}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    ok(&strings(&[
+        "eval",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        &out_arg,
+    ]));
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let errors = meta.metadata().clone().unwrap();
+    assert!(
+        errors["error/neg"].contains("layer -99 is out of range"),
+        "{errors:?}"
+    );
+    assert!(errors["error/huge"].contains("out of range"), "{errors:?}");
+    assert!(errors["error/far"].contains("out of range"), "{errors:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -15,10 +15,7 @@ fn bad(message: impl Into<String>) -> TlensError {
 /// `null` · an integer · `{"range": [start, stop, step]}` (Python's `slice(*list)`) · `{"indices": [...]}` · a plain
 /// list of integers (a Python list, as `Slice([...])` takes it).
 pub fn slice(v: &Value) -> Result<Slice, String> {
-    let int = |v: &Value| {
-        v.as_i64()
-            .ok_or_else(|| format!("expected an integer, found {v}"))
-    };
+    let int = |v: &Value| integer(v).map_err(|what| format!("expected {what}, found {v}"));
     let opt = |v: &Value| {
         if v.is_null() {
             Ok(None)
@@ -70,6 +67,14 @@ pub fn slice(v: &Value) -> Result<Slice, String> {
     }
 }
 
+/// A JSON integer as `i64`; the error says whether it was a whole number out of range or no integer at all.
+pub fn integer(v: &Value) -> Result<i64, &'static str> {
+    v.as_i64().ok_or(match v.as_f64() {
+        Some(x) if x.fract() == 0.0 => "an integer in the range of i64 (it is out of range)",
+        _ => "an integer",
+    })
+}
+
 /// A call's keyword arguments, read by name; every name must be one the method takes.
 pub struct Args<'a> {
     method: &'a str,
@@ -114,7 +119,7 @@ impl<'a> Args<'a> {
     /// An optional integer (a layer: `null` or absent means the method's default).
     pub fn opt_int(&self, name: &str) -> Result<Option<i64>> {
         self.value(name)
-            .map(|v| v.as_i64().ok_or_else(|| self.wrong(name, "an integer")))
+            .map(|v| integer(v).map_err(|what| self.wrong(name, what)))
             .transpose()
     }
 
@@ -157,10 +162,9 @@ impl<'a> Args<'a> {
             return Ok(None);
         };
         match v {
-            Value::Number(n) => n
-                .as_i64()
+            Value::Number(_) => integer(v)
                 .map(|id| Some(TokenIds::scalar(id)))
-                .ok_or_else(|| self.wrong(name, "an integer token id")),
+                .map_err(|what| self.wrong(name, what)),
             Value::String(s) => {
                 let tokenizer = tokenizer.ok_or_else(|| {
                     bad(format!(

@@ -14,7 +14,7 @@ use tlens_cache_core::{
 };
 use tlens_model::Tokenizer;
 
-use super::args::Args;
+use super::args::{self, Args};
 use crate::error::{Result, TlensError};
 
 /// The tensor a call returned, and its labels when the call returned some.
@@ -344,8 +344,7 @@ fn cache_key(v: &Value) -> Result<CacheKey> {
                 .get(1)
                 .filter(|v| !v.is_null())
                 .map(|v| {
-                    v.as_i64()
-                        .ok_or_else(|| bad("a key's layer must be an integer"))
+                    args::integer(v).map_err(|what| bad(format!("a key's layer must be {what}")))
                 })
                 .transpose()?;
             let ty = parts
