@@ -243,7 +243,7 @@ fn parity(args: &[String]) -> Result<(), String> {
     );
     println!("{report}");
     let out = flag(args, "--out").map_or_else(|| root().join("target/parity.md"), PathBuf::from);
-    std::fs::write(&out, &report).map_err(|e| e.to_string())?;
+    write_file(&out, &report)?;
     if failures.is_empty() {
         println!(
             "parity: {} plans agree on {}",
@@ -458,11 +458,10 @@ fn bench(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    std::fs::write(
+    write_file(
         &json_path,
-        serde_json::to_string_pretty(&results).expect("json"),
-    )
-    .map_err(|e| e.to_string())?;
+        &serde_json::to_string_pretty(&results).expect("json"),
+    )?;
     // Columns: every runner in the results, TransformerLens last (the ratios are against it).
     let mut columns: Vec<String> = Vec::new();
     for r in &results {
@@ -475,7 +474,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let table = bench_table(&results, &columns);
     let out =
         flag(args, "--out").map_or_else(|| root().join("book/src/bench-results.md"), PathBuf::from);
-    std::fs::write(&out, &table).map_err(|e| e.to_string())?;
+    write_file(&out, &table)?;
     println!("{table}");
     Ok(())
 }
@@ -570,4 +569,11 @@ fn bench_table(results: &[serde_json::Value], runners: &[String]) -> String {
          `cargo xtask bench`.\n\n{}\n",
         rows.join("\n")
     )
+}
+
+/// Writes a results file atomically (a failed or interrupted run keeps the previous results; the bench JSON
+/// accumulates across runs).
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    tlens::cache_core::atomic_file::write_atomically(path, |tmp| std::fs::write(tmp, text))
+        .map_err(|e| e.to_string())
 }
