@@ -25,6 +25,9 @@ const INDUCTION_CONFIG: &str = include_str!("../tests/models/induction/config.js
 const INDUCTION_WEIGHTS: &[u8] = include_bytes!("../tests/models/induction/weights.safetensors");
 const INDUCTION_TOKENIZER: &[u8] = include_bytes!("../tests/models/induction/tokenizer.json");
 
+/// What the embedded model's weights take in memory: they are stored as f32, so their file's size.
+pub const WEIGHT_BYTES: u64 = INDUCTION_WEIGHTS.len() as u64;
+
 /// What the default model is, in a few words (for reports and command output).
 pub const NAME: &str = "embedded 2-layer attention-only induction model (tests/models/induction)";
 

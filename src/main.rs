@@ -359,17 +359,25 @@ fn spinner(message: &str) -> ProgressBar {
 }
 
 /// The model of `--model`, or the embedded one, and a name for it.
+/// Its weights are counted against `budget` before loading.
 fn load<B: Backend>(
     input: &Input,
     device: &burn_tensor::Device<B>,
+    budget: &mut MemoryBudget,
 ) -> Result<(LoadedModel<B>, String)> {
     let bar = spinner("loading the model");
     let loaded = match &input.model {
-        Some(dir) => (
-            load_folder::<B>(dir, Processing::default(), device)?,
-            dir.display().to_string(),
-        ),
-        None => (embedded::model::<B>(device)?, embedded::NAME.to_string()),
+        Some(dir) => {
+            budget.reserve_weights(tlens::model::loading::weight_bytes(dir)?)?;
+            (
+                load_folder::<B>(dir, Processing::default(), device)?,
+                dir.display().to_string(),
+            )
+        }
+        None => {
+            budget.reserve_weights(embedded::WEIGHT_BYTES)?;
+            (embedded::model::<B>(device)?, embedded::NAME.to_string())
+        }
     };
     bar.finish_and_clear();
     Ok(loaded)
@@ -439,9 +447,9 @@ fn quoted(parts: &[String]) -> String {
 impl BackendTask for RunArgs {
     type Output = Result<()>;
 
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         check_output(&self.out, &self.input.files())?;
-        let (loaded, name) = load::<B>(&self.input, &device)?;
+        let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         let tokens = tokens(&self.input, &loaded)?;
         let names_filter = if self.hooks.is_empty() {
             NamesFilter::All
@@ -519,8 +527,8 @@ impl BackendTask for RunArgs {
 impl BackendTask for LensCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
-        let (loaded, name) = load::<B>(&self.input, &device)?;
+    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+        let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         if self.incl_mid && !loaded.model.cfg().has_mlp() {
             return Err(TlensError::Analysis(
                 "--incl-mid reads the stream between attention and MLP, and this model has no MLPs"
@@ -595,13 +603,13 @@ fn print_ranked(title: &str, items: &[Labelled], top: usize) {
 impl BackendTask for PatchCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         let input = |prompt: &str| Input {
             model: self.model.clone(),
             prompt: Some(prompt.to_string()),
             tokens: None,
         };
-        let (loaded, name) = load::<B>(&input(&self.clean), &device)?;
+        let (loaded, name) = load::<B>(&input(&self.clean), &device, &mut self.budget)?;
         let clean = tokens(&input(&self.clean), &loaded)?;
         let corrupted = tokens(&input(&self.corrupt), &loaded)?;
         let token = |spec: &str| -> Result<u32> {
@@ -678,8 +686,8 @@ impl BackendTask for PatchCmd {
 impl BackendTask for AttributeCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
-        let (loaded, name) = load::<B>(&self.input, &device)?;
+    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+        let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         let tokens = one_row(&tokens(&self.input, &loaded)?, self.batch_index)?;
         let position = resolve_position(self.position, tokens.positions())?;
         let target = output_token(&loaded, self.target.as_deref())?;
@@ -771,7 +779,7 @@ fn print_scores(title: &str, scores: &[Vec<f32>]) {
 impl BackendTask for PatternsCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         let head = self.head.as_deref().map(parse_head).transpose()?;
         if head.is_none() && (self.input.prompt.is_some() || self.input.tokens.is_some()) {
             return Err(TlensError::Analysis(
@@ -780,7 +788,7 @@ impl BackendTask for PatternsCmd {
                     .into(),
             ));
         }
-        let (loaded, name) = load::<B>(&self.input, &device)?;
+        let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         let cfg = loaded.model.cfg();
         let prompt = match head {
             Some((l, h)) => {
@@ -875,9 +883,9 @@ impl BackendTask for PatternsCmd {
 impl BackendTask for ReportCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         check_output(&self.out, &self.input.files())?;
-        let (loaded, name) = load::<B>(&self.input, &device)?;
+        let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         let tokens = tokens(&self.input, &loaded)?;
         if tokens.batch() != 1 {
             return Err(TlensError::Analysis(format!(

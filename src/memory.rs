@@ -18,6 +18,9 @@ pub struct MemoryBudget {
     pub bytes: u64,
     /// Whether it was given (`--max-memory`) rather than derived from physical memory.
     pub given: bool,
+    /// What the model's weights take (f32), once [`reserve_weights`](Self::reserve_weights) has counted them: every
+    /// later estimate must fit beside them.
+    pub weights: u64,
 }
 
 impl Default for MemoryBudget {
@@ -33,6 +36,7 @@ impl Default for MemoryBudget {
                 (total as f64 * DEFAULT_SHARE) as u64
             },
             given: false,
+            weights: 0,
         }
     }
 }
@@ -64,20 +68,38 @@ impl std::str::FromStr for MemoryBudget {
         Ok(Self {
             bytes: bytes as u64,
             given: true,
+            weights: 0,
         })
     }
 }
 
 impl MemoryBudget {
-    /// Refuses work that needs more than the budget: `what` says what the figure is for, `lower` how to need less.
+    /// Counts a model's weights (`bytes`, f32) before it is loaded, refusing a model that does not fit at all.
+    pub fn reserve_weights(&mut self, bytes: u64) -> Result<()> {
+        self.check(
+            Some(bytes),
+            "loading the model's weights (as f32)",
+            "use a smaller model or a machine with more memory",
+        )?;
+        self.weights = bytes;
+        Ok(())
+    }
+
+    /// Refuses work that needs more than the budget leaves beside the weights: `what` says what the figure is for,
+    /// `lower` how to need less.
     pub fn check(&self, need: Option<u64>, what: &str, lower: &str) -> Result<()> {
         match need {
-            Some(n) if n <= self.bytes => Ok(()),
+            Some(n) if n.saturating_add(self.weights) <= self.bytes => Ok(()),
             _ => Err(TlensError::Memory {
-                need: need.map_or_else(
-                    || "more memory than can be counted".into(),
-                    |n| Bytes(n).to_string(),
-                ),
+                need: match need {
+                    None => "more memory than can be counted".into(),
+                    Some(n) if self.weights > 0 => format!(
+                        "{} beside the model's {} of weights",
+                        Bytes(n),
+                        Bytes(self.weights)
+                    ),
+                    Some(n) => Bytes(n).to_string(),
+                },
                 what: what.to_string(),
                 limit: self.to_string(),
                 lower: lower.to_string(),
@@ -203,14 +225,23 @@ mod tests {
             run_bytes(&cfg, usize::MAX, 10, &NamesFilter::All, false),
             None
         );
-        let budget = MemoryBudget {
+        let mut budget = MemoryBudget {
             bytes: one,
             given: true,
+            weights: 0,
         };
         assert!(budget.check(Some(one), "a run", "").is_ok());
         let err = budget
             .check(Some(ten), "a run of 10 sequences", "pass fewer sequences")
             .unwrap_err();
         assert!(err.to_string().contains("pass fewer sequences"), "{err}");
+        budget.reserve_weights(1).unwrap();
+        let err = budget.check(Some(one), "a run", "").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("beside the model's 1 B of weights"),
+            "{err}"
+        );
+        assert!(budget.reserve_weights(one + 1).is_err());
     }
 }

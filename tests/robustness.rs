@@ -595,20 +595,24 @@ fn bad_arguments_are_refused_before_any_work() {
             vec!["--max-memory", "lots", "run", "--out", "OUT"],
         ),
         (
-            "a batch past --max-memory",
+            "weights past --max-memory",
             vec!["--max-memory", "64K", "run", "--out", "OUT"],
         ),
         (
+            "a batch past --max-memory",
+            vec!["--max-memory", "700K", "run", "--out", "OUT"],
+        ),
+        (
             "a lens past --max-memory",
-            vec!["--max-memory", "64K", "lens"],
+            vec!["--max-memory", "700K", "lens"],
         ),
         (
             "a report past --max-memory",
-            vec!["--max-memory", "64K", "report", "--out", "OUT"],
+            vec!["--max-memory", "700K", "report", "--out", "OUT"],
         ),
         (
             "patterns past --max-memory",
-            vec!["--max-memory", "64K", "patterns"],
+            vec!["--max-memory", "700K", "patterns"],
         ),
         (
             "an eval past --max-memory",
@@ -718,7 +722,8 @@ fn messages_name_what_is_wrong() {
     );
     expect(&["lens", "--incl-mid"], "no MLPs");
     expect(&["--max-memory", "64K", "run"], "--max-memory");
-    expect(&["--max-memory", "64K", "run"], "--hook");
+    expect(&["--max-memory", "64K", "run"], "the model's weights");
+    expect(&["--max-memory", "700K", "run"], "--hook");
     let dir = scratch("messages");
     let tl = copy_model("tl-attnonly", &dir);
     std::fs::remove_file(tl.join("weights.safetensors")).unwrap();

@@ -14,6 +14,7 @@ use burn_tensor::backend::Backend;
 use serde::Deserialize;
 use tlens_cache_core::save::{NamedTensor, write_safetensors};
 use tlens_cache_core::{ActivationCache, DynTensor, Hook, NamesFilter, RunOptions};
+use tlens_model::safetensors_file::TensorFile;
 use tlens_model::{
     HookedTransformer, Processing, TokenBatch, Tokenizer, load_hf, load_transformerlens,
 };
@@ -155,6 +156,14 @@ impl Plan {
         Ok((plan, text))
     }
 
+    /// What the plan's model weights take as f32, read from the safetensors headers (`base`: the plan's folder).
+    pub fn weight_bytes(&self, base: &Path) -> Result<u64> {
+        Ok(match &self.model {
+            ModelSpec::Hf(dir) => tlens_model::loading::weight_bytes(&base.join(dir))?,
+            ModelSpec::Tl { weights, .. } => TensorFile::read(&base.join(weights))?.f32_bytes(),
+        })
+    }
+
     /// The files the plan reads (its model), relative to the plan's folder `base`.
     pub fn inputs(&self, base: &Path) -> Vec<PathBuf> {
         match &self.model {
@@ -237,12 +246,15 @@ impl BackendTask for EvalPlan {
             &self.out,
             &inputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
         )?;
+        let mut budget = self.budget;
+        budget.reserve_weights(plan.weight_bytes(base)?)?;
+        let this = EvalPlan { budget, ..self };
         match plan.run.incl_bwd {
             // Gradients need the autodiff decorator of whatever backend runs the plan.
-            Some(metric) => self.evaluate::<Autodiff<B>>(plan, text, device, |m, t, h, o| {
+            Some(metric) => this.evaluate::<Autodiff<B>>(plan, text, device, |m, t, h, o| {
                 m.run_with_cache_and_grads(t, h, o, &metric.metric())
             }),
-            None => self.evaluate::<B>(plan, text, device, |m, t, h, o| {
+            None => this.evaluate::<B>(plan, text, device, |m, t, h, o| {
                 m.run_with_hooks_and_cache(t, h, o)
             }),
         }

@@ -118,20 +118,48 @@ pub fn load_folder<B: Backend>(
     processing: Processing,
     device: &burn_tensor::Device<B>,
 ) -> Result<LoadedModel<B>> {
+    match transformerlens_config(dir)? {
+        Some((config, text)) => {
+            let cfg = tl_config(&text, &config.display().to_string())?;
+            let weights = TensorFile::read(&dir.join(TL_WEIGHTS))?;
+            let model = build(cfg, weights, processing, device)?;
+            checked(
+                model,
+                Tokenizer::from_folder(dir)?,
+                &dir.display().to_string(),
+            )
+        }
+        None => load_hf(dir, processing, device),
+    }
+}
+
+/// A TransformerLens folder's state dict.
+const TL_WEIGHTS: &str = "weights.safetensors";
+
+/// The config of a TransformerLens folder (its path and text); `None` for a Hugging Face folder.
+fn transformerlens_config(dir: &Path) -> Result<Option<(std::path::PathBuf, String)>> {
     check_folder(dir)?;
-    let tl_weights = dir.join("weights.safetensors");
     let config = dir.join("config.json");
     let text = crate::text_file::read_text(&config)?;
-    if !TensorFile::is_checkpoint(dir) && is_transformerlens_config(&text) {
-        let cfg = tl_config(&text, &config.display().to_string())?;
-        let model = build(cfg, TensorFile::read(&tl_weights)?, processing, device)?;
-        return checked(
-            model,
-            Tokenizer::from_folder(dir)?,
-            &dir.display().to_string(),
-        );
-    }
-    load_hf(dir, processing, device)
+    Ok(
+        (!TensorFile::is_checkpoint(dir) && is_transformerlens_config(&text))
+            .then_some((config, text)),
+    )
+}
+
+/// The bytes a folder's weights take once loaded as f32, summed from the safetensors headers without reading the
+/// tensors: what a command checks against its memory budget before it loads a model.
+///
+/// ```
+/// let bytes = tlens_model::loading::weight_bytes("../../tests/models/tl-attnonly".as_ref()).unwrap();
+/// assert!(bytes > 0 && bytes < 100_000);
+/// ```
+pub fn weight_bytes(dir: &Path) -> Result<u64> {
+    let file = match transformerlens_config(dir)? {
+        Some(_) => TensorFile::read(&dir.join(TL_WEIGHTS))?,
+        None => TensorFile::read_checkpoint(dir)?,
+    };
+    Ok(file.f32_bytes())
 }
 
 /// A folder, or a clear word on what the path is instead.

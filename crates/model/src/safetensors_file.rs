@@ -244,6 +244,14 @@ impl TensorFile {
         self.tensors = tensors.into_iter().map(|(k, v)| (rename(k), v)).collect();
     }
 
+    /// What the tensors take once decoded to f32, from their shapes alone (nothing is read).
+    pub fn f32_bytes(&self) -> u64 {
+        self.tensors
+            .values()
+            .map(|t| 4 * t.shape().iter().map(|&d| d as u64).product::<u64>())
+            .sum()
+    }
+
     /// Removes and returns a tensor decoded to f32, checking its shape first.
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<TensorData> {
         let shape = self.shape(name).ok_or_else(|| ModelError::MissingWeight {
