@@ -19,8 +19,14 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The binary under test: this build's, or `TLENS_BIN` (to run the suite against another build, such as a release
+/// from before a fix, and see which cases it fails).
+fn binary() -> PathBuf {
+    std::env::var_os("TLENS_BIN").map_or_else(|| env!("CARGO_BIN_EXE_tlens").into(), PathBuf::from)
+}
+
 fn tlens(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tlens"))
+    Command::new(binary())
         .args(args)
         .output()
         .expect("the binary runs")
@@ -812,7 +818,7 @@ fn tokens_past_the_output_vocabulary_are_read_but_not_predicted() {
 fn a_closed_stdout_does_not_stop_the_work() {
     let dir = scratch("pipe");
     let out = dir.join("cache.safetensors");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tlens"))
+    let mut child = Command::new(binary())
         .args(["run", "--out", out.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
