@@ -196,7 +196,8 @@ pub fn build_report<B: Backend>(
     )?;
 
     progress(4);
-    let (clean, corrupted, changed, metric) = induction_patching(&scores, cfg.d_vocab.min(cfg.d_vocab_out));
+    let (clean, corrupted, changed, metric) =
+        induction_patching(&scores, cfg.d_vocab.min(cfg.d_vocab_out));
     let patching_tokens = text(&clean);
     let labels: Vec<String> = patching_tokens
         .iter()

@@ -361,7 +361,10 @@ impl HookedTransformerConfig {
             self.n_heads = self.d_model / self.d_head;
         }
         if self.d_mlp == 0 {
-            self.d_mlp = 4 * self.d_model;
+            self.d_mlp = match self.d_model.checked_mul(4) {
+                Some(m) => m,
+                None => return bad(format!("d_model {} is too large", self.d_model)),
+            };
         }
         if self.d_vocab == 0 {
             return bad(

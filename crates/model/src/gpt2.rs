@@ -94,7 +94,8 @@ pub fn config_from_hf_json(text: &str, source: &str) -> Result<HookedTransformer
         n_ctx,
         d_head: hf.n_embd / hf.n_head,
         n_heads: hf.n_head,
-        d_mlp: hf.n_inner.unwrap_or(4 * hf.n_embd),
+        // 0: `resolved` derives 4·d_model (and refuses one too large to count).
+        d_mlp: hf.n_inner.unwrap_or(0),
         d_vocab: hf.vocab_size,
         d_vocab_out: hf.vocab_size,
         act_fn: Some(act_fn),
@@ -124,7 +125,11 @@ pub fn convert_weights(cfg: &HookedTransformerConfig, mut hf: TensorFile) -> Res
     });
     drop_buffers(&mut hf);
     let (d, h, dh, m, v) = (cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab);
-    let n_positions = hf.shape("wpe.weight").map_or(cfg.n_ctx, |shape| shape[0]);
+    // A malformed `wpe` (a scalar, say) is refused by the shape check of `take` below.
+    let n_positions = hf
+        .shape("wpe.weight")
+        .and_then(|shape| shape.first().copied())
+        .unwrap_or(cfg.n_ctx);
     let mut tl = BTreeMap::new();
     let wte = hf.take("wte.weight", &[v, d])?;
     let lm_head = match hf.contains("lm_head.weight") {

@@ -25,6 +25,9 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 11] = [
     "gemma2",
 ];
 
+/// The most layers a config may declare (far more than a checkpoint can hold).
+const MAX_LAYERS: usize = 1 << 20;
+
 /// A model family: how its config reads and how its weights convert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -233,6 +236,14 @@ pub fn config_from_json(
             hf.hidden_size
         )));
     }
+    // The layer count sizes the per-layer attention types below before any weight is read. Each layer has its own
+    // tensors, and a safetensors header (at most 100 MB) cannot name a million layers' worth of them.
+    if hf.num_hidden_layers > MAX_LAYERS {
+        return Err(err(format!(
+            "num_hidden_layers {} is more than {MAX_LAYERS}",
+            hf.num_hidden_layers
+        )));
+    }
     let even_split = hf.hidden_size / heads;
     // TransformerLens reads `head_dim` for Mistral, Qwen 3 and Gemma, and `hidden_size / heads` for the others.
     let d_head = match family {
@@ -273,9 +284,16 @@ pub fn config_from_json(
         Family::Opt => 1e-5,
         _ => hf.rms_norm_eps.unwrap_or(1e-6),
     };
+    let d_mlp = match hf.intermediate_size {
+        Some(m) => m,
+        None => hf
+            .hidden_size
+            .checked_mul(4)
+            .ok_or_else(|| err(format!("hidden_size {} is too large", hf.hidden_size)))?,
+    };
     let mut cfg = HookedTransformerConfig {
         n_heads: heads,
-        d_mlp: hf.intermediate_size.unwrap_or(4 * hf.hidden_size),
+        d_mlp,
         act_fn: Some(act_fn),
         eps,
         normalization_type: Some(if family.layer_norm() {
@@ -386,7 +404,31 @@ pub fn config_from_json(
             "Phi-3 with partial_rotary_factor {p} (TransformerLens turns every dimension)"
         )));
     }
+    if !shapes_fit(&cfg) {
+        return Err(err(format!(
+            "sizes too large: {} heads ({} key/value) of {}, d_model {}, d_mlp {}, n_ctx {}",
+            cfg.n_heads,
+            cfg.kv_heads(),
+            cfg.d_head,
+            cfg.d_model,
+            cfg.d_mlp,
+            cfg.n_ctx
+        )));
+    }
     cfg.resolved().map_err(|e| err(e.to_string()))
+}
+
+/// Whether the weight shapes the conversions compute from the config fit in `usize`: the `(heads + 2·kv)·d_head`
+/// rows of a fused qkv, `2·d_mlp` (Phi-3's fused gate/up), `3·d_model` (NeoX's qkv) and `n_ctx + 2` (OPT's positions).
+fn shapes_fit(cfg: &HookedTransformerConfig) -> bool {
+    let fits = || {
+        let kv = cfg.kv_heads().checked_mul(2)?;
+        cfg.n_heads.checked_add(kv)?.checked_mul(cfg.d_head)?;
+        cfg.d_mlp.checked_mul(2)?;
+        cfg.d_model.checked_mul(3)?;
+        cfg.n_ctx.checked_add(2)
+    };
+    fits().is_some()
 }
 
 /// Llama 3.1's `rope_scaling` (`rope_type: "llama3"`) as TransformerLens's `_apply_llama3_rope_scaling`; other

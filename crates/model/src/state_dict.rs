@@ -47,7 +47,8 @@ pub fn weights_from_state_dict<B: Backend>(
         }
         Ok(data)
     };
-    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    // Not sized by `n_layers`: that count is the config's word until each layer's weights are found.
+    let mut blocks = Vec::new();
     for l in 0..cfg.n_layers {
         let p = |s: &str| format!("blocks.{l}.{s}");
         let kv_param = |s: &str| p(&format!("attn.{gqa}{s}"));

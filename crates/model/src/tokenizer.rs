@@ -41,8 +41,8 @@ impl Tokenizer {
         let json = dir.join("tokenizer.json");
         let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
         let inner = if json.exists() {
-            tokenizers::Tokenizer::from_file(&json)
-                .map_err(|e| tok_err(format!("{}: {e}", json.display())))?
+            let text = crate::text_file::read_text(&json)?;
+            parse_json(text.as_bytes(), &json.display().to_string())?
         } else if vocab.exists() && merges.exists() {
             let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
                 .build()
@@ -62,9 +62,10 @@ impl Tokenizer {
 
     /// Loads a `tokenizer.json` from its bytes (BOS: `<|endoftext|>` if the vocabulary has it).
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| tok_err(format!("tokenizer.json: {e}")))?;
-        Ok(Self::from_tokenizer(inner, None))
+        Ok(Self::from_tokenizer(
+            parse_json(bytes, "tokenizer.json")?,
+            None,
+        ))
     }
 
     /// Wraps a `tokenizers` tokenizer; `bos` names the BOS token (default: `<|endoftext|>` if the vocabulary has it).
@@ -117,6 +118,18 @@ impl Tokenizer {
             ))),
         }
     }
+}
+
+/// Parses a `tokenizer.json` (`source` names it in errors). The JSON syntax is checked first: `tokenizers` 0.22 panics
+/// instead of failing on a syntax error inside the `decoder` entry (a truncated file, say). It also panics on some
+/// well-formed but invalid entries (a `Precompiled` normalizer without its charsmap); that panic is caught and
+/// reported as an error (its message still reaches stderr through the panic hook).
+fn parse_json(bytes: &[u8], source: &str) -> Result<tokenizers::Tokenizer> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| tok_err(format!("{source}: {e}")))?;
+    std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+        .map_err(|_| tok_err(format!("{source}: the tokenizers crate cannot read it")))?
+        .map_err(|e| tok_err(format!("{source}: {e}")))
 }
 
 /// The `bos_token` of a folder's `tokenizer_config.json`, if it names one.
