@@ -221,6 +221,50 @@ fn head_scores_are_attention_means() {
     assert!(head_scores(&loaded.model, &too_long, Some(0), &mut |_| {}).is_err());
 }
 
+/// A batch longer than a chunk runs in chunks of `SCORE_CHUNK`; the scores are the same as one pass over the whole
+/// batch (the same tokens, the same order of summation), and progress is reported after each chunk.
+#[test]
+fn head_scores_in_chunks_equal_one_pass() {
+    use tlens::analysis::heads::SCORE_CHUNK;
+    let loaded = gpt2_tiny();
+    let batch = 2 * SCORE_CHUNK + 3;
+    let args = HeadScoresArgs {
+        seq_len: Some(5),
+        batch,
+        seed: 11,
+    };
+    let mut reports = Vec::new();
+    let scores = head_scores(&loaded.model, &args, Some(0), &mut |done| {
+        reports.push(done)
+    })
+    .unwrap();
+    assert_eq!(reports, vec![SCORE_CHUNK, 2 * SCORE_CHUNK, batch]);
+    let tokens = repeated_random_tokens(512, Some(0), 5, batch, 11).unwrap();
+    assert_eq!(scores.tokens, tokens.row(0));
+    let (_, cache) = loaded
+        .model
+        .run_with_cache(&tokens, RunOptions::default())
+        .unwrap();
+    let p = 11;
+    for l in 0..2 {
+        for h in 0..4 {
+            let (mut induction, mut prev) = (0f32, 0f32);
+            for b in 0..batch {
+                let pat = &attention_patterns(&cache, b).unwrap()[l][h];
+                induction += (6..p).map(|q| pat[q * p + q - 4]).sum::<f32>();
+                prev += (1..p).map(|q| pat[q * p + q - 1]).sum::<f32>();
+            }
+            let induction = induction / (5 * batch) as f32;
+            let prev = prev / (10 * batch) as f32;
+            assert!(
+                (scores.induction[l][h] - induction).abs() < 1e-6,
+                "L{l}H{h}"
+            );
+            assert!((scores.prev_token[l][h] - prev).abs() < 1e-6, "L{l}H{h}");
+        }
+    }
+}
+
 #[test]
 fn embedded_model_has_a_clear_induction_head() {
     let loaded = embedded::model::<NdArray>(&Default::default()).unwrap();
