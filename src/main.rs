@@ -26,12 +26,6 @@ use tlens::{
     embedded, load_folder,
 };
 
-/// mimalloc instead of the system allocator: a forward pass allocates and frees buffers of megabytes per op, which
-/// glibc's malloc hands back to the kernel and takes again, zeroed, page by page (`clear_page_erms` and page faults
-/// were 10–15% of a GPT-2 forward in `perf`). mimalloc reuses them: the flex forward at 8×128 went from 2.48 to 2.10 s.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Prints a line to stdout. A reader that goes away (`tlens run | head -1`) ends the printing quietly, not the
 /// command: the rest of the work (writing the cache) still happens. Any other failure to print is reported at exit.
 macro_rules! say {

@@ -4,10 +4,6 @@
 
 use std::process::ExitCode;
 
-/// The allocator the `tlens` binary uses (see there), so that the bench measures what users run.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use tlens::backend::run_on;
 use tlens::bench::{BenchCase, BenchModel};
 
