@@ -9,6 +9,7 @@ use tlens_cache_core::{
 
 use crate::error::Result;
 use crate::hooked::{ForwardContext, causal_mask, norm, soft_cap};
+use crate::linear::linear;
 
 /// One layer's attention on its normalised input `x` (`[batch, pos, d_model]`); returns its output before any
 /// post-attention norm.
@@ -97,9 +98,7 @@ pub(crate) fn forward<B: Backend>(
         Ok(result.sum_dim(2).reshape([batch, pos, d_model]) + w.b_O.clone().unsqueeze::<3>())
     } else {
         let w_o = w.W_O.clone().reshape([heads * d_head, d_model]);
-        Ok(z.reshape([batch, pos, heads * d_head])
-            .matmul(w_o.unsqueeze::<3>())
-            + w.b_O.clone().unsqueeze::<3>())
+        Ok(linear(z.reshape([batch, pos, heads * d_head]), w_o) + w.b_O.clone().unsqueeze::<3>())
     }
 }
 
@@ -116,7 +115,7 @@ fn project<B: Backend>(
         .clone()
         .swap_dims(0, 1)
         .reshape([d_model, heads * d_head]);
-    (x.clone().matmul(flat.unsqueeze::<3>()) + bias.clone().reshape([1, 1, heads * d_head]))
+    (linear(x.clone(), flat) + bias.clone().reshape([1, 1, heads * d_head]))
         .reshape([batch, pos, heads, d_head])
 }
 

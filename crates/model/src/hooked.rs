@@ -12,6 +12,7 @@ use tlens_cache_core::{
 };
 
 use crate::error::{ModelError, Result};
+use crate::linear::linear;
 use crate::rotary::Rotary;
 use crate::tokens::TokenBatch;
 use crate::{attention, mlp};
@@ -252,7 +253,7 @@ impl<B: Backend> HookedTransformer<B> {
             hooks,
         )?;
         let resid = hooks.fire(HookPoint::UnembedIn, resid)?;
-        let logits = resid.matmul(w.W_U.clone().unsqueeze::<3>()) + w.b_U.clone().unsqueeze::<3>();
+        let logits = linear(resid, w.W_U.clone()) + w.b_U.clone().unsqueeze::<3>();
         // TransformerLens caps the logits after the unembed, so `unembed.hook_out` holds them uncapped.
         let logits = hooks.fire(HookPoint::UnembedOut, logits)?;
         Ok(soft_cap(logits, cfg.output_logits_soft_cap))

@@ -11,6 +11,7 @@ pub mod gradients;
 pub mod hf;
 pub mod hooked;
 pub mod intervention;
+mod linear;
 pub mod loading;
 mod mlp;
 pub mod patching;

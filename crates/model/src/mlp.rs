@@ -9,6 +9,7 @@ use tlens_cache_core::{
 use crate::activation;
 use crate::error::Result;
 use crate::hooked::norm;
+use crate::linear;
 
 /// One layer's MLP on its normalised input `x` (`[batch, pos, d_model]`); returns its output before any
 /// post-MLP norm.
@@ -23,24 +24,24 @@ pub(crate) fn forward<B: Backend>(
         .mlp_kind()
         .expect("checked: blocks with MLP weights have an MLP kind");
     let b = |hook: BlockHook| HookPoint::Block(layer, hook);
-    let linear = |weight: &Tensor<B, 2>| x.clone().matmul(weight.clone().unsqueeze::<3>());
+    let input = |weight: &Tensor<B, 2>| linear::linear(x.clone(), weight.clone());
     let b_in = w.b_in.clone().unsqueeze::<3>();
     let post = match (kind, &w.W_gate) {
         (MlpKind::Gated(act), Some(w_gate)) => {
-            let pre = linear(w_gate);
+            let pre = input(w_gate);
             let pre = hooks.fire(b(BlockHook::MlpPre), pre)?;
-            let pre_linear = linear(&w.W_in);
+            let pre_linear = input(&w.W_in);
             let pre_linear = hooks.fire(b(BlockHook::MlpPreLinear), pre_linear)?;
             activation::apply(act, pre) * pre_linear + b_in
         }
         (MlpKind::Gated(_), None) => unreachable!("a gated config's weights are read with W_gate"),
         (MlpKind::Standard(act), _) => {
-            let pre = linear(&w.W_in) + b_in;
+            let pre = input(&w.W_in) + b_in;
             let pre = hooks.fire(b(BlockHook::MlpPre), pre)?;
             activation::apply(act, pre)
         }
         (MlpKind::Solu, _) => {
-            let pre = linear(&w.W_in) + b_in;
+            let pre = input(&w.W_in) + b_in;
             let pre = hooks.fire(b(BlockHook::MlpPre), pre)?;
             let mid = activation::apply(ActFn::SoluLn, pre);
             let mid = hooks.fire(b(BlockHook::MlpMid), mid)?;
@@ -54,5 +55,5 @@ pub(crate) fn forward<B: Backend>(
         }
     };
     let post = hooks.fire(b(BlockHook::MlpPost), post)?;
-    Ok(post.matmul(w.W_out.clone().unsqueeze::<3>()) + w.b_out.clone().unsqueeze::<3>())
+    Ok(linear::linear(post, w.W_out.clone()) + w.b_out.clone().unsqueeze::<3>())
 }
