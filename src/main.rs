@@ -153,6 +153,35 @@ impl Input {
 }
 
 impl HookOps {
+    /// The one sequence `lens` and `attribute` analyse, run with every hook cached: first checked against the budget
+    /// with `extra` bytes for the analysis (`what`, for the message), then run under a spinner (returned, for the
+    /// next step's message), with a warning when the output is not finite.
+    fn analyse_row<B: Backend>(
+        &self,
+        loaded: &LoadedModel<B>,
+        tokens: &TokenBatch,
+        budget: &MemoryBudget,
+        extra: Option<u64>,
+        what: &str,
+    ) -> Result<(
+        burn_tensor::Tensor<B, 3>,
+        tlens::ActivationCache<B>,
+        ProgressBar,
+    )> {
+        let positions = tokens.positions();
+        budget.check(
+            memory::one_sequence_bytes(loaded.model.cfg(), positions)
+                .zip(extra)
+                .and_then(|(run, extra)| run.checked_add(extra)),
+            &format!("{what} of {positions} tokens"),
+            "pass a shorter sequence",
+        )?;
+        let bar = spinner("running the model");
+        let (logits, cache) = self.run_with_cache(loaded, tokens, RunOptions::default())?;
+        warn_non_finite(&logits);
+        Ok((logits, cache, bar))
+    }
+
     /// The run's logits and cache, with the interventions active.
     fn run_with_cache<B: Backend>(
         &self,
@@ -537,18 +566,13 @@ impl BackendTask for LensCmd {
         }
         let tokens = one_row(&tokens(&self.input, &loaded)?, self.batch_index)?;
         let target = output_token(&loaded, self.target.as_deref())?;
-        self.budget.check(
-            memory::one_sequence_bytes(loaded.model.cfg(), tokens.positions())
-                .zip(memory::lens_bytes(loaded.model.cfg(), tokens.positions()))
-                .and_then(|(run, lens)| run.checked_add(lens)),
-            &format!("the logit lens of {} tokens", tokens.positions()),
-            "pass a shorter sequence",
+        let (_, cache, bar) = self.ops.analyse_row(
+            &loaded,
+            &tokens,
+            &self.budget,
+            memory::lens_bytes(loaded.model.cfg(), tokens.positions()),
+            "the logit lens",
         )?;
-        let bar = spinner("running the model");
-        let (logits, cache) = self
-            .ops
-            .run_with_cache(&loaded, &tokens, RunOptions::default())?;
-        warn_non_finite(&logits);
         bar.set_message("logit lens");
         let row = tokens.row(0).to_vec();
         let table = logit_lens(
@@ -692,16 +716,9 @@ impl BackendTask for AttributeCmd {
         let position = resolve_position(self.position, tokens.positions())?;
         let target = output_token(&loaded, self.target.as_deref())?;
         let against = output_token(&loaded, self.against.as_deref())?;
-        self.budget.check(
-            memory::one_sequence_bytes(loaded.model.cfg(), tokens.positions()),
-            &format!("attributing over {} tokens", tokens.positions()),
-            "pass a shorter sequence",
-        )?;
-        let bar = spinner("running the model");
-        let (logits, cache) = self
-            .ops
-            .run_with_cache(&loaded, &tokens, RunOptions::default())?;
-        warn_non_finite(&logits);
+        let (logits, cache, bar) =
+            self.ops
+                .analyse_row(&loaded, &tokens, &self.budget, Some(0), "an attribution")?;
         let target = match target {
             Some(t) => t,
             None => {
