@@ -237,12 +237,19 @@ impl<B: Backend> ActivationCache<B> {
         } else {
             None
         };
+        // Each row is built neuron-first, `[M', ..., 1] · [M', 1, ..., k]`: moving the small activations' neuron axis
+        // to the front costs `[..., M']`, where moving it in the product would copy all of `[..., M', k]`.
+        let neuron_first = |acts: DynTensor<B>, per_neuron: DynTensor<B>| -> Result<DynTensor<B>> {
+            let lead = acts.rank() - 1;
+            let per_neuron = (0..lead).try_fold(per_neuron, |w, _| w.unsqueeze(1))?;
+            acts.movedim(-1, 0)?.unsqueeze(-1)?.mul(per_neuron)
+        };
         let mut rows = Vec::with_capacity(layer);
         for l in 0..layer {
             let (acts, w_out) = self.neuron_parts(method, l, neuron_slice, pos_slice)?;
             let row = match (p, &scale) {
-                (None, _) => acts.unsqueeze(-1)?.mul(w_out)?,
-                (Some(p), None) => acts.unsqueeze(-1)?.mul(project(w_out, p.clone())?)?,
+                (None, _) => neuron_first(acts, w_out)?,
+                (Some(p), None) => neuron_first(acts, project(w_out, p.clone())?)?,
                 (Some(p), Some((s, key))) => {
                     let mut lin = project(w_out.clone(), p.clone())?; // [M', k]
                     if self.cfg().normalization_type.is_some_and(|n| n.centers()) {
@@ -251,10 +258,10 @@ impl<B: Backend> ActivationCache<B> {
                         lin = lin.sub(w_mean.mul(p_sum)?)?;
                     }
                     check_fits(method, &acts, s, key)?;
-                    acts.div(s.clone())?.unsqueeze(-1)?.mul(lin)?
+                    neuron_first(acts.div(s.clone())?, lin)?
                 }
             };
-            rows.push(row.movedim(-2, 0)?);
+            rows.push(row);
         }
         let width = p.map(|p| p.dim(-1)).transpose()?;
         concat_rows(rows, || self.empty_rows(method, pos_slice, width))
