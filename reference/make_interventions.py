@@ -16,13 +16,12 @@ the gpt2-tiny tokenizer (shared by the hf-* checkpoints); run make_models.py (an
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_plans import call, get, gpt2_tiny_encoders, proj, ref, ten, write_plans  # noqa: E402
+from make_plans import call, get, gpt2_tiny_encoders, plans_cli, proj, ref, ten  # noqa: E402
 
 ROOT = HERE.parent
 GPT2 = {"hf": "../models/gpt2-tiny"}
@@ -293,13 +292,7 @@ def build_plans() -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "tests" / "plans"))
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_plans(build_plans(), out)
-    return 0
+    return plans_cli(build_plans, __doc__, argv)
 
 
 if __name__ == "__main__":

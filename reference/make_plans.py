@@ -915,14 +915,19 @@ def write_plans(plans: dict, out: Path) -> None:
     print(f"wrote {len(plans)} plans to {out}")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def plans_cli(build, description: str, argv=None) -> int:
+    """The command line of a plan-making script: `--out` (default tests/plans), then `write_plans(build(), out)`."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "tests" / "plans"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_plans(build_plans(), out)
+    write_plans(build(), out)
     return 0
+
+
+def main(argv=None) -> int:
+    return plans_cli(build_plans, __doc__, argv)
 
 
 if __name__ == "__main__":
