@@ -447,15 +447,11 @@ fn describe_tokens<B: Backend>(loaded: &LoadedModel<B>, tokens: &TokenBatch) -> 
         let parts = text(loaded, tokens.row(0));
         format!("{} tokens: {}", parts.len(), quoted(&parts))
     } else {
-        format!(
-            "{} sequences of {} tokens",
-            tokens.batch(),
-            tokens.positions()
-        )
+        describe_size(tokens)
     }
 }
 
-/// `3 sequences of 12 tokens`, for memory messages.
+/// `3 sequences of 12 tokens` (`1 sequence of 12 tokens`).
 fn describe_size(tokens: &TokenBatch) -> String {
     format!(
         "{} sequence{} of {} tokens",
