@@ -39,6 +39,9 @@ pub enum TlensError {
         /// How to need less.
         lower: String,
     },
+    /// A harvest's data, output folder or arguments.
+    #[error(transparent)]
+    Harvest(#[from] crate::harvest::HarvestError),
     /// Reading or writing a file.
     #[error("{path}: {message}")]
     File {

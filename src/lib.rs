@@ -19,6 +19,7 @@ pub mod backend;
 pub mod bench;
 pub mod embedded;
 pub mod error;
+pub mod harvest;
 pub mod memory;
 pub mod output;
 pub mod parity;

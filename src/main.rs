@@ -16,6 +16,9 @@ use tlens::analysis::patching::{parse_hook_op, standard_sweeps};
 use tlens::analysis::{Labelled, resolve_position};
 use tlens::backend::{BackendName, BackendTask, run_on};
 use tlens::cache_core::atomic_file::write_atomically;
+use tlens::harvest::HarvestArgs;
+use tlens::harvest::dataset::Dtype;
+use tlens::harvest::manifest::ShardOf;
 use tlens::memory::{self, MemoryBudget};
 use tlens::model::patching::{LogitDiff, PATCHES_PER_PASS};
 use tlens::output::check_output;
@@ -91,6 +94,9 @@ enum Command {
     },
     /// Everything above in one self-contained HTML file (charts drawn by inline JavaScript, no network).
     Report(ReportCmd),
+    /// Run the model over a dataset and stream the chosen hooks' activations to a Hugging Face `datasets` folder
+    /// (`datasets.load_from_disk` opens it): bounded memory, resumable, and shardable across machines.
+    Harvest(HarvestCmd),
     /// Activation patching: patch a clean prompt's activations into a corrupted one and print the metric
     /// logit(target) − logit(against) for the residual stream by layer × position, each head over all positions, and
     /// each head by position.
@@ -117,6 +123,50 @@ struct PatchCmd {
     /// The wrong answer token.
     #[arg(long)]
     against: String,
+}
+
+#[derive(Args)]
+struct HarvestCmd {
+    /// `--max-memory` (set from the global flag).
+    #[arg(skip)]
+    budget: MemoryBudget,
+    /// A model folder (see `tlens run --help`). Default: the embedded model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Data files, read in order as a stream: text (one document per line), JSON Lines (.jsonl, .ndjson, .json) or
+    /// Parquet (.parquet). Malformed records are skipped, counted and reported.
+    #[arg(long, value_name = "FILE", num_args = 1.., required_unless_present = "merge")]
+    data: Vec<PathBuf>,
+    /// The JSON Lines field or Parquet column holding the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Hooks to store, one column each, e.g. blocks.3.hook_resid_post.
+    #[arg(long, alias = "hook", value_name = "NAME", num_args = 1.., required_unless_present = "merge")]
+    hooks: Vec<String>,
+    /// Tokens per window (at most the model's n_ctx); documents are packed into full windows as SAELens does.
+    #[arg(long, required_unless_present = "merge")]
+    context_size: Option<usize>,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    batch_size: usize,
+    /// Stop after this many tokens (whole windows).
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    /// How activations are stored (bf16 as uint16 bits: Arrow has no bfloat16).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
+    /// This machine's part, K/N: shards K, K+N, K+2N, ... (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).
+    #[arg(long, default_value = "0/1", value_name = "K/N")]
+    shard: ShardOf,
+    /// Windows per shard file (default: about 256 MiB of activations, a multiple of --batch-size).
+    #[arg(long, value_name = "WINDOWS", value_parser = at_least_one)]
+    shard_size: Option<usize>,
+    /// Join the manifests of the N machines of a --shard K/N harvest, once all are done.
+    #[arg(long, conflicts_with_all = ["data", "hooks", "context_size", "model"])]
+    merge: bool,
+    /// The output folder (created if missing; a harvest started there before is resumed).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Which model and which tokens.
@@ -940,6 +990,92 @@ impl BackendTask for ReportCmd {
     }
 }
 
+impl BackendTask for HarvestCmd {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+        if self.out.exists() && !self.out.is_dir() {
+            return Err(TlensError::File {
+                path: self.out.display().to_string(),
+                message: "is a file; --out names the folder a harvest writes".into(),
+            });
+        }
+        let input = Input {
+            model: self.model.clone(),
+            prompt: None,
+            tokens: None,
+        };
+        let (loaded, name) = load::<B>(&input, &device, &mut self.budget)?;
+        let args = HarvestArgs {
+            data: self.data,
+            text_field: self.text_field,
+            hooks: self.hooks,
+            context_size: self.context_size.unwrap_or_default(),
+            batch_size: self.batch_size,
+            max_tokens: self.max_tokens,
+            dtype: self.dtype,
+            out: self.out,
+            shard: self.shard,
+            shard_size: self.shard_size,
+        };
+        let bar = ProgressBar::new(10_000).with_style(
+            ProgressStyle::with_template(
+                "{spinner} harvest {wide_bar} {percent:>3}% ETA {eta} · {msg}",
+            )
+            .expect("a valid template"),
+        );
+        let start = std::time::Instant::now();
+        let summary = tlens::harvest::harvest(&loaded, &name, &args, &self.budget, &mut |p| {
+            bar.set_position((p.fraction * 10_000.0) as u64);
+            bar.set_message(format!(
+                "{} tokens, {:.0} tokens/s, {} written",
+                p.tokens,
+                p.tokens as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                memory::Bytes(p.bytes_written)
+            ));
+        })?;
+        bar.finish_and_clear();
+        let manifest = &summary.manifest;
+        let out = args.out.display();
+        if summary.was_complete {
+            say!("{out} already holds this harvest, complete: nothing to do");
+            return Ok(());
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        say!(
+            "harvested {} tokens into {} shard files of {out} ({} written, {:.0} tokens/s)",
+            summary.tokens,
+            summary.shards_written,
+            memory::Bytes(summary.bytes_written),
+            summary.tokens as f64 / seconds.max(1e-9)
+        );
+        if let Some(end) = manifest.end.filter(|e| e.skipped > 0) {
+            eprintln!(
+                "warning: skipped {} of {} records as malformed (the first: {})",
+                end.skipped,
+                end.records,
+                summary
+                    .first_skipped
+                    .as_deref()
+                    .unwrap_or("in an earlier run")
+            );
+        }
+        match (manifest.complete, args.shard.count) {
+            (true, 1) => say!(
+                "{out} is complete: {} tokens in {} shards",
+                manifest.tokens_done,
+                manifest.shards.len()
+            ),
+            (true, n) => say!(
+                "machine {} is done; when all {n} are, run `tlens harvest --merge --out {out}`",
+                args.shard
+            ),
+            (false, _) => say!("{out} is not complete: run the same command again to continue"),
+        }
+        Ok(())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -1000,6 +1136,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Patterns(args) => run_on(backend, PatternsCmd { budget, ..args })?,
         Command::Report(args) => run_on(backend, ReportCmd { budget, ..args })?,
         Command::Patch(args) => run_on(backend, PatchCmd { budget, ..args })?,
+        Command::Harvest(args) if args.merge => {
+            let manifest = tlens::harvest::merge(&args.out)?;
+            say!(
+                "{}: {} shards, {} tokens, complete",
+                args.out.display(),
+                manifest.shards.len(),
+                manifest.tokens_done
+            );
+            Ok(())
+        }
+        Command::Harvest(args) => run_on(backend, HarvestCmd { budget, ..args })?,
         Command::Eval { plan, out } => {
             let summary = run_on(
                 backend,

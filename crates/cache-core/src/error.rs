@@ -61,8 +61,8 @@ pub enum CacheError {
     /// A method that this model's configuration does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
-    /// A failure while reading or writing a cache file.
-    #[error("cache file {path}: {message}")]
+    /// A failure while reading or writing a file (a saved cache, a plan's output, a report, a harvest's shard).
+    #[error("{path}: {message}")]
     File {
         /// The file.
         path: String,

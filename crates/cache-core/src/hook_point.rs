@@ -307,8 +307,50 @@ impl HookPoint {
         }
     }
 
-    /// How many values the activation holds for a batch of `batch` sequences of `positions` tokens, read off
-    /// [`shape`](Self::shape); `None` when the count overflows `usize`. Memory estimates are built from this.
+    /// The activation's shape for a batch of `batch` sequences of `positions` tokens, read off
+    /// [`shape`](Self::shape) (`[1]` axes included); `None` for a size that overflows `usize`.
+    ///
+    /// ```
+    /// use tlens_cache_core::{BlockHook, HookPoint, HookedTransformerConfig};
+    /// let cfg = HookedTransformerConfig::new(2, 16, 32, 4, 50).unwrap();
+    /// assert_eq!(HookPoint::Block(0, BlockHook::Pattern).dims(&cfg, 3, 10), Some(vec![3, 4, 10, 10]));
+    /// ```
+    pub fn dims(
+        &self,
+        cfg: &HookedTransformerConfig,
+        batch: usize,
+        positions: usize,
+    ) -> Option<Vec<usize>> {
+        let size = |axis: &str| match axis {
+            "B" => batch,
+            "P" => positions,
+            "D" => cfg.d_model,
+            "H" => cfg.n_heads,
+            "H_kv" => cfg.kv_heads(),
+            "dh" => cfg.d_head,
+            "M" => cfg.d_mlp,
+            "V" => cfg.d_vocab_out,
+            "1" => 1,
+            other => unreachable!("axis `{other}` of {} has no size", self.shape()),
+        };
+        let shape = self.shape();
+        // `B·P·H` (Qwen 3's q/k norms, flattened as TransformerLens does) is one axis, the product of its parts.
+        shape[1..shape.len() - 1]
+            .split(',')
+            .map(|axis| {
+                axis.split('·')
+                    .try_fold(1usize, |n, part| n.checked_mul(size(part)))
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|dims| {
+                dims.iter()
+                    .try_fold(1usize, |n, &d| n.checked_mul(d))
+                    .is_some()
+            })
+    }
+
+    /// How many values the activation holds for a batch of `batch` sequences of `positions` tokens (the product of
+    /// [`dims`](Self::dims)); `None` when the count overflows `usize`. Memory estimates are built from this.
     ///
     /// ```
     /// use tlens_cache_core::{BlockHook, HookPoint, HookedTransformerConfig};
@@ -322,23 +364,8 @@ impl HookPoint {
         batch: usize,
         positions: usize,
     ) -> Option<usize> {
-        let shape = self.shape();
-        shape[1..shape.len() - 1]
-            .split([',', '·'])
-            .try_fold(1usize, |n, axis| {
-                n.checked_mul(match axis {
-                    "B" => batch,
-                    "P" => positions,
-                    "D" => cfg.d_model,
-                    "H" => cfg.n_heads,
-                    "H_kv" => cfg.kv_heads(),
-                    "dh" => cfg.d_head,
-                    "M" => cfg.d_mlp,
-                    "V" => cfg.d_vocab_out,
-                    "1" => 1,
-                    other => unreachable!("axis `{other}` of {shape} has no size"),
-                })
-            })
+        self.dims(cfg, batch, positions)
+            .map(|dims| dims.iter().product())
     }
 
     /// The block a hook belongs to, if any.
