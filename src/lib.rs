@@ -49,6 +49,8 @@ pub mod book_examples {
     pub struct CacheGuide;
     #[doc = include_str!("../book/src/cli.md")]
     pub struct CommandLine;
+    #[doc = include_str!("../book/src/harvest.md")]
+    pub struct Harvest;
     #[doc = include_str!("../book/src/backends.md")]
     pub struct Backends;
     #[doc = include_str!("../book/src/models.md")]
