@@ -141,3 +141,7 @@ pub fn run_on<T: BackendTask>(name: BackendName, task: T) -> Result<T::Output> {
 /// The ndarray backend type (f32), for examples and tests.
 #[cfg(feature = "ndarray")]
 pub type NdArray = tlens_backend_ndarray::Backend;
+
+/// The flex backend type (f32), for examples and tests.
+#[cfg(feature = "flex")]
+pub type Flex = tlens_backend_flex::Backend;

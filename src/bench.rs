@@ -11,9 +11,9 @@ use burn_tensor::backend::Backend;
 use serde::Serialize;
 use tlens_cache_core::testing::random_params_for;
 use tlens_cache_core::{
-    AccumulatedResid, ActFn, ActivationCache, DecomposeResid, GetFullResidDecomposition,
-    HookedTransformerConfig, LogitAttrs, RunOptions, Slice, StackHeadResults, StackNeuronResults,
-    TokenIds,
+    AccumulatedResid, ActFn, ActivationCache, CacheDtype, DecomposeResid,
+    GetFullResidDecomposition, HookedTransformerConfig, LogitAttrs, RunOptions, Slice,
+    StackHeadResults, StackNeuronResults, TokenIds,
 };
 use tlens_model::patching::{LogitDiff, PATCHES_PER_PASS, PatchSweep};
 use tlens_model::{HookedTransformer, TokenBatch};
@@ -39,6 +39,10 @@ pub const CASES: [&str; 9] = [
 /// `get_act_patch_attn_head_out_by_pos` (the clean cache made beforehand); `grad_run` times `run_with_cache` with the
 /// backward pass of a logit difference (`incl_bwd`).
 pub const CAUSAL_CASES: [&str; 2] = ["patch_head_out_by_pos", "grad_run"];
+
+/// `run_with_cache` with the cache kept in half precision ([`RunOptions::cache_dtype`]), run only when named: on
+/// backends that store f16 and bf16 (not ndarray), and with no TransformerLens counterpart.
+pub const HALF_CACHE_CASES: [&str; 2] = ["run_with_cache_f16", "run_with_cache_bf16"];
 
 /// The model shapes the benchmark runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,12 +150,12 @@ impl BackendTask for BenchCase {
     type Output = Result<BenchResult>;
 
     fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<BenchResult> {
-        if !CASES.contains(&self.case.as_str()) && !CAUSAL_CASES.contains(&self.case.as_str()) {
+        let known = [&CASES[..], &CAUSAL_CASES, &HALF_CACHE_CASES].concat();
+        if !known.contains(&self.case.as_str()) {
             return Err(TlensError::Backend(format!(
-                "unknown bench case `{}`; cases: {}, {}",
+                "unknown bench case `{}`; cases: {}",
                 self.case,
-                CASES.join(", "),
-                CAUSAL_CASES.join(", ")
+                known.join(", ")
             )));
         }
         if self.reps == 0 || self.batch == 0 || self.pos == 0 {
@@ -207,10 +211,17 @@ impl BackendTask for BenchCase {
             "grad_run" => {
                 seconds = grad_runs::<B>(self.model, &tokens, self.reps, &device)?;
             }
-            "run_with_cache" => {
+            case @ ("run_with_cache" | "run_with_cache_f16" | "run_with_cache_bf16") => {
+                let options = RunOptions {
+                    cache_dtype: case
+                        .strip_prefix("run_with_cache_")
+                        .map_or(Ok(CacheDtype::F32), str::parse)
+                        .map_err(TlensError::Backend)?,
+                    ..RunOptions::default()
+                };
                 for _ in 0..self.reps {
                     let start = Instant::now();
-                    let (logits, cache) = model.run_with_cache(&tokens, RunOptions::default())?;
+                    let (logits, cache) = model.run_with_cache(&tokens, options.clone())?;
                     sync(logits);
                     cache_bytes = bytes(&cache);
                     drop(cache);
@@ -369,7 +380,7 @@ fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
 fn bytes<B: Backend>(cache: &ActivationCache<B>) -> usize {
     cache
         .values()
-        .map(|t| t.shape().iter().product::<usize>() * 4)
+        .map(|t| t.shape().iter().product::<usize>() * t.physical_tensor().dtype().size())
         .sum()
 }
 

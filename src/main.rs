@@ -17,7 +17,6 @@ use tlens::analysis::{Labelled, resolve_position};
 use tlens::backend::{BackendName, BackendTask, run_on};
 use tlens::cache_core::atomic_file::write_atomically;
 use tlens::harvest::HarvestArgs;
-use tlens::harvest::dataset::Dtype;
 use tlens::harvest::manifest::ShardOf;
 use tlens::memory::{self, MemoryBudget};
 use tlens::model::patching::{LogitDiff, PATCHES_PER_PASS};
@@ -25,8 +24,8 @@ use tlens::output::check_output;
 use tlens::plan::EvalPlan;
 use tlens::report::{ReportArgs, STEPS, build_report};
 use tlens::{
-    Hook, LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError, TokenBatch,
-    embedded, load_folder,
+    CacheDtype, Hook, LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError,
+    TokenBatch, embedded, load_folder,
 };
 
 /// Prints a line to stdout. A reader that goes away (`tlens run | head -1`) ends the printing quietly, not the
@@ -153,8 +152,8 @@ struct HarvestCmd {
     #[arg(long)]
     max_tokens: Option<u64>,
     /// How activations are stored (bf16 as uint16 bits: Arrow has no bfloat16).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    dtype: Dtype,
+    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    dtype: CacheDtype,
     /// This machine's part, K/N: shards K, K+N, K+2N, ... (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).
     #[arg(long, default_value = "0/1", value_name = "K/N")]
     shard: ShardOf,
@@ -264,6 +263,10 @@ struct RunArgs {
     /// Hook names to cache (default: all).
     #[arg(long = "hook", value_name = "NAME")]
     hooks: Vec<String>,
+    /// The precision the cache is kept in while the run lasts (f16 and bf16 halve it; not on ndarray). The file is
+    /// written as f32.
+    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    cache_dtype: CacheDtype,
     #[command(flatten)]
     ops: HookOps,
     /// How many predictions to print.
@@ -526,31 +529,28 @@ impl BackendTask for RunArgs {
         check_output(&self.out, &self.input.files())?;
         let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         let tokens = tokens(&self.input, &loaded)?;
-        let names_filter = if self.hooks.is_empty() {
-            NamesFilter::All
-        } else {
-            NamesFilter::Names(self.hooks.clone())
+        let options = RunOptions {
+            names_filter: if self.hooks.is_empty() {
+                NamesFilter::All
+            } else {
+                NamesFilter::Names(self.hooks.clone())
+            },
+            cache_dtype: self.cache_dtype,
+            ..RunOptions::default()
         };
         self.budget.check(
             memory::run_bytes(
                 loaded.model.cfg(),
                 tokens.batch(),
                 tokens.positions(),
-                &names_filter,
+                &options,
                 true,
             ),
             &format!("caching {}", describe_size(&tokens)),
-            "cache fewer hooks (--hook NAME) or pass fewer or shorter sequences",
+            "cache fewer hooks (--hook NAME), in half precision (--cache-dtype f16), or pass fewer or shorter sequences",
         )?;
         let bar = spinner("running the model");
-        let (logits, cache) = self.ops.run_with_cache(
-            &loaded,
-            &tokens,
-            RunOptions {
-                names_filter,
-                ..RunOptions::default()
-            },
-        )?;
+        let (logits, cache) = self.ops.run_with_cache(&loaded, &tokens, options)?;
         bar.finish_and_clear();
         warn_non_finite(&logits);
         let [batch, pos, vocab] = logits.dims();
@@ -691,13 +691,19 @@ impl BackendTask for PatchCmd {
         };
         let positions = clean.positions();
         self.budget.check(
-            memory::run_bytes(loaded.model.cfg(), 2, positions, &NamesFilter::All, false)
-                .zip(memory::forward_bytes(
-                    loaded.model.cfg(),
-                    PATCHES_PER_PASS,
-                    positions,
-                ))
-                .and_then(|(runs, patching)| runs.checked_add(patching)),
+            memory::run_bytes(
+                loaded.model.cfg(),
+                2,
+                positions,
+                &RunOptions::default(),
+                false,
+            )
+            .zip(memory::forward_bytes(
+                loaded.model.cfg(),
+                PATCHES_PER_PASS,
+                positions,
+            ))
+            .and_then(|(runs, patching)| runs.checked_add(patching)),
             &format!("patching {positions} tokens, {PATCHES_PER_PASS} patches a pass"),
             "pass shorter prompts",
         )?;
@@ -879,7 +885,16 @@ impl BackendTask for PatternsCmd {
             n.ends_with("attn.hook_pattern")
         }));
         self.budget.check(
-            memory::run_bytes(cfg, SCORE_CHUNK, positions, &pattern_hooks, false),
+            memory::run_bytes(
+                cfg,
+                SCORE_CHUNK,
+                positions,
+                &RunOptions {
+                    names_filter: pattern_hooks,
+                    ..RunOptions::default()
+                },
+                false,
+            ),
             &format!("scoring heads on {SCORE_CHUNK} sequences of {positions} tokens at a time"),
             "pass a shorter --seq-len",
         )?;

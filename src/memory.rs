@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use tlens_cache_core::{HookPoint, HookedTransformerConfig, NamesFilter, hook_point::hook_points};
+use tlens_cache_core::{
+    HookPoint, HookedTransformerConfig, NamesFilter, RunOptions, hook_point::hook_points,
+};
 
 use crate::error::{Result, TlensError};
 
@@ -139,8 +141,8 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// The bytes (f32) a cache of `batch × positions` holds: every hook `filter` keeps. `None` on overflow.
-pub fn cache_bytes(
+/// How many values a cache of `batch × positions` holds: every hook `filter` keeps. `None` on overflow.
+fn cache_values(
     cfg: &HookedTransformerConfig,
     batch: usize,
     positions: usize,
@@ -150,8 +152,20 @@ pub fn cache_bytes(
         .into_iter()
         .filter(|p| filter.keeps(&p.to_string()))
         .try_fold(0u64, |sum, p| {
-            sum.checked_add(4 * p.numel(cfg, batch, positions)? as u64)
+            sum.checked_add(p.numel(cfg, batch, positions)? as u64)
         })
+}
+
+/// The bytes a cache of `batch × positions` holds: every hook the options keep, in their `cache_dtype`. `None` on
+/// overflow.
+pub fn cache_bytes(
+    cfg: &HookedTransformerConfig,
+    batch: usize,
+    positions: usize,
+    options: &RunOptions,
+) -> Option<u64> {
+    cache_values(cfg, batch, positions, &options.names_filter)?
+        .checked_mul(options.cache_dtype.size() as u64)
 }
 
 /// The bytes (f32) a forward pass of `batch × positions` works in at its peak besides any cache: one layer's
@@ -171,7 +185,7 @@ pub fn forward_bytes(cfg: &HookedTransformerConfig, batch: usize, positions: usi
 /// One sequence run with every hook cached and nothing saved: what `lens`, `attribute`, `patterns --head` and the
 /// report hold while they analyse it. `None` on overflow.
 pub fn one_sequence_bytes(cfg: &HookedTransformerConfig, positions: usize) -> Option<u64> {
-    run_bytes(cfg, 1, positions, &NamesFilter::All, false)
+    run_bytes(cfg, 1, positions, &RunOptions::default(), false)
 }
 
 /// The logit lens of one sequence: a probability for every snapshot (at most two per layer and the final one),
@@ -182,18 +196,23 @@ pub fn lens_bytes(cfg: &HookedTransformerConfig, positions: usize) -> Option<u64
     one.checked_mul(2 * snapshots)
 }
 
-/// A run that caches what `filter` keeps: the forward pass's working memory plus the cache. When the cache is then
-/// written to disk its bytes are copied once more (`save = true`).
+/// A run that caches what `options` keep: the forward pass's working memory plus the cache. When the cache is then
+/// written to disk (`save = true`) its values are copied once more, as f32.
 pub fn run_bytes(
     cfg: &HookedTransformerConfig,
     batch: usize,
     positions: usize,
-    filter: &NamesFilter,
+    options: &RunOptions,
     save: bool,
 ) -> Option<u64> {
-    let cache = cache_bytes(cfg, batch, positions, filter)?;
-    let copies = if save { 2 } else { 1 };
-    forward_bytes(cfg, batch, positions)?.checked_add(cache.checked_mul(copies)?)
+    let cache = cache_bytes(cfg, batch, positions, options)?;
+    let saved = match save {
+        true => cache_values(cfg, batch, positions, &options.names_filter)?.checked_mul(4)?,
+        false => 0,
+    };
+    forward_bytes(cfg, batch, positions)?
+        .checked_add(cache)?
+        .checked_add(saved)
 }
 
 #[cfg(test)]
@@ -218,11 +237,11 @@ mod tests {
     #[test]
     fn estimates_grow_with_the_batch_and_overflow_to_none() {
         let cfg = HookedTransformerConfig::new(2, 16, 64, 4, 50).unwrap();
-        let one = run_bytes(&cfg, 1, 10, &NamesFilter::All, false).unwrap();
-        let ten = run_bytes(&cfg, 10, 10, &NamesFilter::All, false).unwrap();
+        let one = run_bytes(&cfg, 1, 10, &RunOptions::default(), false).unwrap();
+        let ten = run_bytes(&cfg, 10, 10, &RunOptions::default(), false).unwrap();
         assert!(ten >= 9 * one && ten <= 11 * one, "{one} {ten}");
         assert_eq!(
-            run_bytes(&cfg, usize::MAX, 10, &NamesFilter::All, false),
+            run_bytes(&cfg, usize::MAX, 10, &RunOptions::default(), false),
             None
         );
         let mut budget = MemoryBudget {

@@ -46,6 +46,66 @@ fn run_prints_predictions_and_writes_a_cache() {
     let _ = std::fs::remove_file(out);
 }
 
+/// `--cache-dtype f16` keeps the cache in half precision during the run (flex, the default backend, stores f16) and
+/// writes it as f32: each value is the f32 cache's rounded to f16. ndarray cannot store f16: one error line.
+#[test]
+fn run_keeps_a_half_precision_cache_on_request() {
+    let read = |path: &PathBuf, name: &str| -> Vec<f32> {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = st.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::F32);
+        view.data()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let (full, half) = (temp("f32.safetensors"), temp("f16.safetensors"));
+    let args = |out: &PathBuf, dtype: &str| {
+        [
+            "run",
+            "--backend",
+            "flex",
+            "--model",
+            "tests/models/gpt2-tiny",
+            "--cache-dtype",
+            dtype,
+            "--out",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([out.display().to_string()])
+        .collect::<Vec<_>>()
+    };
+    for (out, dtype) in [(&full, "f32"), (&half, "f16")] {
+        let args = args(out, dtype);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let (want, got) = (
+        read(&full, "blocks.1.hook_resid_post"),
+        read(&half, "blocks.1.hook_resid_post"),
+    );
+    assert_eq!(want.len(), got.len());
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(half::f16::from_f32(*w).to_f32(), *g);
+    }
+    let nd = tlens(&[
+        "run",
+        "--backend",
+        "ndarray",
+        "--cache-dtype",
+        "f16",
+        "--out",
+        half.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&nd.stderr);
+    assert_eq!(nd.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot store f16 tensors"), "{stderr}");
+    let bad = tlens(&["run", "--cache-dtype", "f8"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a precision (f32, f16 or bf16)"));
+    let _ = (std::fs::remove_file(full), std::fs::remove_file(half));
+}
+
 #[test]
 fn run_on_the_embedded_model_by_default() {
     let out = temp("default.safetensors");

@@ -12,12 +12,11 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int32Type};
 use arrow_array::{Array, FixedSizeListArray, RecordBatch};
 use tlens::backend::NdArray;
-use tlens::harvest::dataset::Dtype;
 use tlens::harvest::manifest::{MANIFEST_FILE, Manifest, ShardOf};
 use tlens::harvest::windows::Packer;
 use tlens::harvest::{HarvestArgs, HarvestError, harvest};
 use tlens::memory::MemoryBudget;
-use tlens::{NamesFilter, RunOptions, TlensError, TokenBatch};
+use tlens::{CacheDtype, NamesFilter, RunOptions, TlensError, TokenBatch};
 
 const MODEL: &str = "tests/models/gpt2-tiny";
 const HOOKS: [&str; 2] = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_pattern"];
@@ -181,7 +180,7 @@ fn rows_are_the_activations_of_saelens_packed_windows() {
         context_size: 16,
         batch_size: 3,
         max_tokens: None,
-        dtype: Dtype::F32,
+        dtype: CacheDtype::F32,
         out: dir.join("out"),
         shard: ShardOf::default(),
         shard_size: Some(9),
@@ -554,7 +553,7 @@ fn bad_requests_are_refused_in_one_line() {
         context_size: 16,
         batch_size: 2,
         max_tokens: None,
-        dtype: Dtype::F16,
+        dtype: CacheDtype::F16,
         out: dir.join("typed"),
         shard: ShardOf::default(),
         shard_size: None,

@@ -486,3 +486,84 @@ fn the_comparison_passes_identical_outputs_and_catches_a_perturbation() {
     assert_eq!(cmp.problems.len(), 1, "{:?}", cmp.problems);
     assert!(cmp.problems[0].starts_with("logits: 1 elements"));
 }
+
+/// A cache kept in f16 or bf16 (on a backend that stores them) holds the rounded activations, and its methods compute
+/// in f32 on them: their results differ from an f32 cache's by the rounding alone. f16 values are exactly
+/// `tensor.to(torch.float16)`'s (round to nearest even). bf16 values are within one bf16 step of the f32 value:
+/// burn-flex casts through f64 with the `half` crate, whose f64 → bf16 conversion drops the low mantissa bits before
+/// rounding and so ties to even values just above a tie (half-rs issue 151); `tlens harvest` rounds on the host from
+/// f32 and is exact. The tolerance on the method's result is four roundings of the largest value (f16 keeps 11
+/// significant bits, bf16 8): the stream is a sum over a few components.
+#[cfg(feature = "flex")]
+#[test]
+fn a_half_precision_cache_keeps_rounded_activations_and_computes_in_f32() {
+    use tlens::CacheDtype;
+    use tlens::backend::Flex;
+    use tlens::cache_core::AccumulatedResid;
+    let loaded = tlens::embedded::gpt2_tiny::<Flex>(&Default::default()).unwrap();
+    let run = |cache_dtype| {
+        let options = RunOptions {
+            cache_dtype,
+            ..RunOptions::default()
+        };
+        loaded.model.run_with_cache(&tokens(), options).unwrap().1
+    };
+    let lens = |cache: &ActivationCache<Flex>| {
+        let args = AccumulatedResid {
+            incl_mid: true,
+            apply_ln: true,
+            ..Default::default()
+        };
+        cache.accumulated_resid(args).unwrap().tensor.to_vec()
+    };
+    let full = run(CacheDtype::F32);
+    for (dtype, bits) in [(CacheDtype::F16, 11), (CacheDtype::Bf16, 8)] {
+        let half = run(dtype);
+        let stored = burn_tensor::DType::from(dtype.float_dtype());
+        assert!(
+            half.values().all(|t| t.physical_tensor().dtype() == stored),
+            "{dtype} storage"
+        );
+        for name in full.keys() {
+            let (want, got) = (values_of(&full, name), values_of(&half, name));
+            for (i, (&v, &g)) in want.iter().zip(&got).enumerate() {
+                let ok = match dtype {
+                    CacheDtype::F16 => g.to_bits() == half::f16::from_f32(v).to_f32().to_bits(),
+                    _ => v == g || (v - g).abs() <= v.abs() * 2f32.powi(-7),
+                };
+                assert!(ok, "{dtype}: {name}[{i}] holds {g} for {v}");
+            }
+        }
+        let (want, got) = (lens(&full), lens(&half));
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 4.0 * scale * 2f32.powi(-bits),
+            "{dtype}: accumulated_resid off by {worst} (scale {scale})"
+        );
+    }
+    // burn-ndarray has no f16: a typed error before anything is kept, not a panic.
+    let err = gpt2(Processing::default())
+        .model
+        .run_with_cache(
+            &tokens(),
+            RunOptions {
+                cache_dtype: CacheDtype::F16,
+                ..RunOptions::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Cache(CacheError::Unsupported(m)) if m.contains("cannot store f16 tensors")),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "flex")]
+fn values_of(cache: &ActivationCache<tlens::backend::Flex>, name: &str) -> Vec<f32> {
+    cache.get(name).unwrap().to_vec()
+}

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::HarvestError;
+use crate::cache_core::CacheDtype;
 use crate::cache_core::atomic_file::write_atomically;
 
 /// `datasets`' list of the data files, in order.
@@ -25,55 +26,34 @@ pub const STATE_FILE: &str = "state.json";
 /// The dataset's features.
 pub const INFO_FILE: &str = "dataset_info.json";
 
-/// The precision activations are stored in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    /// 32-bit floats, as computed.
-    F32,
-    /// IEEE half precision (rounded to nearest even, as `tensor.to(torch.float16)`).
-    F16,
-    /// bfloat16 (rounded to nearest even, as `tensor.to(torch.bfloat16)`), stored as its bits in `uint16`.
-    Bf16,
+/// The Arrow type a column of `dtype` values is stored as.
+fn arrow_type(dtype: CacheDtype) -> DataType {
+    match dtype {
+        CacheDtype::F32 => DataType::Float32,
+        CacheDtype::F16 => DataType::Float16,
+        CacheDtype::Bf16 => DataType::UInt16,
+    }
 }
 
-impl Dtype {
-    /// Bytes per value.
-    pub fn size(self) -> usize {
-        match self {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::Bf16 => 2,
-        }
+/// The `datasets` `Value` dtype of a column of `dtype` values.
+fn value_name(dtype: CacheDtype) -> &'static str {
+    match dtype {
+        CacheDtype::F32 => "float32",
+        CacheDtype::F16 => "float16",
+        CacheDtype::Bf16 => "uint16",
     }
+}
 
-    fn arrow(self) -> DataType {
-        match self {
-            Dtype::F32 => DataType::Float32,
-            Dtype::F16 => DataType::Float16,
-            Dtype::Bf16 => DataType::UInt16,
-        }
-    }
-
-    /// The `datasets` `Value` dtype of the column.
-    fn value_name(self) -> &'static str {
-        match self {
-            Dtype::F32 => "float32",
-            Dtype::F16 => "float16",
-            Dtype::Bf16 => "uint16",
-        }
-    }
-
-    /// f32 values in this precision, as an Arrow array.
-    fn array(self, values: Vec<f32>) -> ArrayRef {
-        match self {
-            Dtype::F32 => Arc::new(Float32Array::from(values)),
-            Dtype::F16 => Arc::new(Float16Array::from_iter_values(
-                values.into_iter().map(f16::from_f32),
-            )),
-            Dtype::Bf16 => Arc::new(UInt16Array::from_iter_values(
-                values.into_iter().map(|v| bf16::from_f32(v).to_bits()),
-            )),
-        }
+/// f32 values in `dtype`, as an Arrow array (rounded to nearest even, as torch's `.to(dtype)`).
+fn array(dtype: CacheDtype, values: Vec<f32>) -> ArrayRef {
+    match dtype {
+        CacheDtype::F32 => Arc::new(Float32Array::from(values)),
+        CacheDtype::F16 => Arc::new(Float16Array::from_iter_values(
+            values.into_iter().map(f16::from_f32),
+        )),
+        CacheDtype::Bf16 => Arc::new(UInt16Array::from_iter_values(
+            values.into_iter().map(|v| bf16::from_f32(v).to_bits()),
+        )),
     }
 }
 
@@ -94,7 +74,7 @@ pub struct Layout {
     /// The hooks, in the order of `--hook`.
     pub hooks: Vec<Column>,
     /// How activations are stored.
-    pub dtype: Dtype,
+    pub dtype: CacheDtype,
 }
 
 /// A `datasets` `List(feature, length=n)`.
@@ -138,7 +118,7 @@ impl Layout {
                 .shape
                 .iter()
                 .rev()
-                .fold(value_feature(self.dtype.value_name()), |f, &n| {
+                .fold(value_feature(value_name(self.dtype)), |f, &n| {
                     list_feature(f, n)
                 });
             features.insert(hook.name.clone(), feature);
@@ -156,7 +136,7 @@ impl Layout {
         fields.extend(
             self.hooks
                 .iter()
-                .map(|h| column(&h.name, self.dtype.arrow(), &h.shape)),
+                .map(|h| column(&h.name, arrow_type(self.dtype), &h.shape)),
         );
         let metadata = json!({"info": {"features": self.features()}}).to_string();
         Schema::new(fields).with_metadata([("huggingface", metadata)])
@@ -173,8 +153,8 @@ impl Layout {
         let mut columns = vec![nested(Arc::new(ids), &DataType::Int32, &[self.context])?];
         for (hook, values) in self.hooks.iter().zip(hooks) {
             columns.push(nested(
-                self.dtype.array(values),
-                &self.dtype.arrow(),
+                array(self.dtype, values),
+                &arrow_type(self.dtype),
                 &hook.shape,
             )?);
         }
@@ -238,11 +218,11 @@ mod tests {
     fn half_precision_rounds_to_nearest_even_as_torch() {
         // 1 + 2^-11 lies halfway between two f16 values: it rounds to the even one, 1.0.
         let halfway = 1.0 + 2f32.powi(-11);
-        let array = Dtype::F16.array(vec![halfway, 65520.0]);
-        let array = array.as_any().downcast_ref::<Float16Array>().unwrap();
-        assert_eq!(array.value(0), f16::ONE);
-        assert!(array.value(1).is_infinite(), "past f16's range");
-        let bits = Dtype::Bf16.array(vec![1.0 + 2f32.powi(-8), -2.5]);
+        let half = array(CacheDtype::F16, vec![halfway, 65520.0]);
+        let half = half.as_any().downcast_ref::<Float16Array>().unwrap();
+        assert_eq!(half.value(0), f16::ONE);
+        assert!(half.value(1).is_infinite(), "past f16's range");
+        let bits = array(CacheDtype::Bf16, vec![1.0 + 2f32.powi(-8), -2.5]);
         let bits = bits.as_any().downcast_ref::<UInt16Array>().unwrap();
         assert_eq!(bf16::from_bits(bits.value(0)), bf16::ONE);
         assert_eq!(bf16::from_bits(bits.value(1)).to_f32(), -2.5);
@@ -256,7 +236,7 @@ mod tests {
                 name: "blocks.0.attn.hook_pattern".into(),
                 shape: vec![3, 2, 2],
             }],
-            dtype: Dtype::F32,
+            dtype: CacheDtype::F32,
         };
         let schema = Arc::new(layout.schema());
         let batch = layout

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::HarvestError;
-use super::dataset::{Column, Dtype, Layout, write_json};
+use super::dataset::{Column, Layout, write_json};
+use crate::cache_core::CacheDtype;
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "tlens-harvest.json";
@@ -97,7 +98,7 @@ pub struct Request {
     /// Windows per shard file.
     pub shard_size: usize,
     /// How activations are stored.
-    pub dtype: Dtype,
+    pub dtype: CacheDtype,
     /// The input files, in order.
     pub data: Vec<DataFile>,
     /// The JSON Lines / Parquet field holding the text.

@@ -28,12 +28,12 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use burn_tensor::backend::Backend;
 use thiserror::Error;
 use tlens_cache_core::error::closest;
-use tlens_cache_core::{CacheError, HookPoint, NamesFilter, RunOptions};
+use tlens_cache_core::{CacheDtype, CacheError, HookPoint, NamesFilter, RunOptions};
 use tlens_model::{LoadedModel, TokenBatch, Tokenizer};
 
 use crate::Result;
 use crate::memory::{self, MemoryBudget};
-use dataset::{Column, Dtype, INFO_FILE, Layout, STATE_FILE};
+use dataset::{Column, INFO_FILE, Layout, STATE_FILE};
 use manifest::{
     DataFile, End, MANIFEST_FILE, Manifest, Request, Shard, ShardOf, folder_error,
     machine_manifests, shard_file,
@@ -106,7 +106,7 @@ pub struct HarvestArgs {
     /// Stop after this many tokens (whole windows).
     pub max_tokens: Option<u64>,
     /// How activations are stored.
-    pub dtype: Dtype,
+    pub dtype: CacheDtype,
     /// The output folder.
     pub out: PathBuf,
     /// This machine's part of the work.
@@ -182,19 +182,21 @@ pub fn harvest<B: Backend>(
     })?;
     let layout = layout(loaded, args)?;
     let request = request(loaded, model_name, args, &layout, tokenizer)?;
+    let names = args.hooks.clone();
+    let options = RunOptions {
+        names_filter: NamesFilter::Names(names.clone()),
+        stop_at_layer: stop_at_layer(&args.hooks),
+        ..RunOptions::default()
+    };
     budget.check(
-        memory::run_bytes(
-            cfg,
-            args.batch_size,
-            args.context_size,
-            &NamesFilter::Names(args.hooks.clone()),
-            false,
-        )
-        .and_then(|run| {
-            // The batches queued on both sides of the forward pass, and the one being written.
-            let queued = (2 * QUEUE as u64 + 1) * args.batch_size as u64 * layout.window_bytes();
-            run.checked_add(queued)
-        }),
+        memory::run_bytes(cfg, args.batch_size, args.context_size, &options, false).and_then(
+            |run| {
+                // The batches queued on both sides of the forward pass, and the one being written.
+                let queued =
+                    (2 * QUEUE as u64 + 1) * args.batch_size as u64 * layout.window_bytes();
+                run.checked_add(queued)
+            },
+        ),
         &format!(
             "harvesting batches of {} windows of {} tokens",
             args.batch_size, args.context_size
@@ -214,12 +216,6 @@ pub fn harvest<B: Backend>(
         });
     };
     let done: BTreeSet<u64> = manifest.shards.iter().map(|s| s.index).collect();
-    let names = args.hooks.clone();
-    let options = RunOptions {
-        names_filter: NamesFilter::Names(names.clone()),
-        stop_at_layer: stop_at_layer(&args.hooks),
-        ..RunOptions::default()
-    };
     let bytes_read = AtomicU64::new(0);
     let bytes_written = AtomicU64::new(0);
     let windows_read = AtomicU64::new(0);

@@ -201,6 +201,8 @@ impl Plan {
                 path: path.display().to_string(),
                 message: format!("run.pos_slice: {message}"),
             })?,
+            // Plans are run by TransformerLens too, which caches in the model's dtype.
+            ..RunOptions::default()
         })
     }
 }
@@ -284,7 +286,7 @@ impl EvalPlan {
                 model.cfg(),
                 tokens.batch(),
                 tokens.positions(),
-                &options.names_filter,
+                &options,
                 true,
             ),
             &format!(

@@ -58,7 +58,7 @@ impl<B: Backend> ActivationCache<B> {
         if let CacheKey::Name(name) = &key
             && let Some(t) = self.entries.get(name)
         {
-            return Ok(t.clone());
+            return Ok(upcast(t));
         }
         let n_layers = self.model.cfg.n_layers;
         if let CacheKey::Parts(_, Some(layer), _) = &key
@@ -75,7 +75,7 @@ impl<B: Backend> ActivationCache<B> {
         let name = key.resolve(n_layers);
         self.entries
             .get(&name)
-            .cloned()
+            .map(upcast)
             .ok_or_else(|| CacheError::UnknownKey {
                 suggestions: closest(&name, self.entries.keys().map(String::as_str)),
                 key: name,
@@ -84,14 +84,12 @@ impl<B: Backend> ActivationCache<B> {
 
     /// The activation a method needs, with an error that says how to keep it when the run dropped it.
     pub(crate) fn need(&self, method: &'static str, point: HookPoint) -> Result<DynTensor<B>> {
-        self.entry(point)
-            .cloned()
-            .ok_or_else(|| self.missing(method, point))
+        self.entry(point).ok_or_else(|| self.missing(method, point))
     }
 
-    /// The cached activation of a hook point, if the run kept it.
-    pub(crate) fn entry(&self, point: HookPoint) -> Option<&DynTensor<B>> {
-        self.entries.get(&point.to_string())
+    /// The cached activation of a hook point (as f32), if the run kept it.
+    pub(crate) fn entry(&self, point: HookPoint) -> Option<DynTensor<B>> {
+        self.entries.get(&point.to_string()).map(upcast)
     }
 
     /// The error for an activation a method needs but the cache does not hold.
@@ -246,4 +244,10 @@ impl<B: Backend> std::fmt::Display for ActivationCache<B> {
             self.entries.keys().collect::<Vec<_>>()
         )
     }
+}
+
+/// A stored activation as f32, whatever [`RunOptions::cache_dtype`](crate::RunOptions) kept it in: every method
+/// computes in f32.
+fn upcast<B: Backend>(t: &DynTensor<B>) -> DynTensor<B> {
+    t.clone().cast(burn_tensor::FloatDType::F32)
 }

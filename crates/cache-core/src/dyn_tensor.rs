@@ -109,6 +109,14 @@ impl<B: Backend> DynTensor<B> {
         }
     }
 
+    /// The tensor in another float precision (the values rounded to nearest even; no copy when it already is).
+    pub fn cast(self, dtype: burn_tensor::FloatDType) -> Self {
+        if self.inner.dtype() == burn_tensor::DType::from(dtype) {
+            return self;
+        }
+        self.map(|t| t.cast(dtype))
+    }
+
     /// The values as `f32`, row-major.
     pub fn to_vec(&self) -> Vec<f32> {
         self.inner

@@ -44,6 +44,7 @@ pub mod atomic_file;
 pub mod attribution;
 pub mod batch;
 pub mod cache;
+pub mod cache_dtype;
 pub mod config;
 pub mod decomposition;
 pub mod dyn_tensor;
@@ -64,6 +65,7 @@ pub mod weights;
 
 pub use attribution::{LogitAttrs, TokenIds};
 pub use cache::{ActivationCache, ModelParams};
+pub use cache_dtype::CacheDtype;
 pub use config::{
     ActFn, AttentionDir, AttnType, BlockKind, HookedTransformerConfig, MlpKind, NormalizationType,
     PositionalEmbeddingType,

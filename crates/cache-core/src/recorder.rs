@@ -5,6 +5,7 @@ use std::sync::Arc;
 use burn_tensor::backend::Backend;
 use indexmap::IndexMap;
 
+use crate::cache_dtype::CacheDtype;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::hook_point::HookPoint;
@@ -72,6 +73,9 @@ pub struct RunOptions {
     pub remove_batch_dim: bool,
     /// Keep only these positions (an index keeps a size-1 axis, as `Slice.unwrap` does).
     pub pos_slice: Slice,
+    /// The precision activations are kept in (tlens's addition: TransformerLens caches in the model's dtype). The
+    /// cache methods read them back as f32.
+    pub cache_dtype: CacheDtype,
 }
 
 /// The caching hook of `run_with_cache`: keeps what the [`RunOptions`] ask for, already sliced, and changes nothing.
@@ -124,6 +128,11 @@ impl<B: Backend> CacheHook<B> {
                 )));
             }
             t = t.index(0, 0)?;
+        }
+        let dtype = self.options.cache_dtype;
+        if dtype != CacheDtype::F32 {
+            dtype.check_backend::<B>(&t.device())?;
+            t = t.cast(dtype.float_dtype());
         }
         self.entries.insert(name, t);
         Ok(())
