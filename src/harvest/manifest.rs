@@ -89,6 +89,8 @@ pub struct Request {
     pub model: String,
     /// SHA-256 of the model's resolved config (JSON).
     pub config_sha256: String,
+    /// The backend computing the activations (another backend's last bits differ, so its shards would not match).
+    pub backend: String,
     /// The hooks, in column order.
     pub hooks: Vec<String>,
     /// Tokens per window.

@@ -182,9 +182,8 @@ pub fn harvest<B: Backend>(
     })?;
     let layout = layout(loaded, args)?;
     let request = request(loaded, model_name, args, &layout, tokenizer)?;
-    let names = args.hooks.clone();
     let options = RunOptions {
-        names_filter: NamesFilter::Names(names.clone()),
+        names_filter: NamesFilter::Names(args.hooks.clone()),
         stop_at_layer: stop_at_layer(&args.hooks),
         ..RunOptions::default()
     };
@@ -253,7 +252,8 @@ pub fn harvest<B: Backend>(
                     Work::Batch { shard, windows } => {
                         let tokens = TokenBatch::new(&windows)?;
                         let (_, cache) = loaded.model.run_with_cache(&tokens, options.clone())?;
-                        let hooks = names
+                        let hooks = args
+                            .hooks
                             .iter()
                             .map(|name| Ok(cache.get(name.as_str())?.to_vec()))
                             .collect::<Result<Vec<_>>>()?;
@@ -416,6 +416,7 @@ fn request<B: Backend>(
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect(),
+        backend: B::name(&loaded.model.device()),
         hooks: args.hooks.clone(),
         context_size: args.context_size,
         batch_size: batch,
