@@ -3,8 +3,8 @@
 
     python reference/check_cache.py CACHE.safetensors [--model DIR] [--prompt TEXT]
 
-Defaults: --model tests/models/gpt2-tiny, --prompt "When John and Mary went to the shops, John gave the bag to" (the
-`tlens run` default). Loads the file with `safetensors.torch.load_file` and its metadata with
+Defaults: --model tests/models/gpt2-tiny, --prompt "When John and Mary went to the shops, John gave the bag to" (pass
+the prompt the cache was run on). Loads the file with `safetensors.torch.load_file` and its metadata with
 `safetensors.safe_open(...).metadata()` (`format` must be "tlens-activation-cache"; `has_batch_dim`, `config` JSON,
 `keys` JSON list in firing order), builds the TransformerLens model as run_plan.py does for `{"hf": DIR}` with default
 processing (fold_ln, center_writing_weights, center_unembed, fold_value_biases all true), tokenises the prompt with
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -54,17 +53,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cache", type=Path, help="cache file written by tlens (e.g. `tlens run --out FILE`)")
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="HF GPT-2 folder (default %(default)s)")
-    ap.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt (default: the tlens run default)")
+    ap.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt the cache was run on (default %(default)r)")
     args = ap.parse_args(argv)
 
-    logging.basicConfig(level=logging.ERROR)
-    try:
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001
-        pass
+    run_plan.quiet_transformers()
     from safetensors import safe_open
     from safetensors.torch import load_file
 

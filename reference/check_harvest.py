@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import random
 import sys
 from pathlib import Path
@@ -220,14 +219,7 @@ def main(argv=None) -> int:
     if args.rows < 0:
         ap.error("--rows must be >= 0")
 
-    logging.basicConfig(level=logging.ERROR)
-    try:
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001
-        pass
+    run_plan.quiet_transformers()
     try:
         import datasets
 

@@ -61,6 +61,18 @@ class PlanError(Exception):
 # Model loading
 # ----------------------------------------------------------------------------------------------------------------------
 
+def quiet_transformers() -> None:
+    """Errors only from logging and transformers, and no progress bars: the scripts print one summary line."""
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def processing_flags(plan: dict, default: bool) -> dict:
     proc = plan.get("processing") or {}
     unknown = set(proc) - set(PROCESSING_FLAGS)
@@ -737,14 +749,7 @@ def main(argv=None) -> int:
     if not argv or len(argv) % 2:
         print(__doc__, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.ERROR)
-    try:
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001
-        pass
+    quiet_transformers()
     status = 0
     for i in range(0, len(argv), 2):
         status |= run_one(Path(argv[i]), Path(argv[i + 1]))

@@ -85,12 +85,25 @@ fn write_corpus(dir: &Path, documents: usize) -> PathBuf {
     path
 }
 
+/// `tlens ARGS`, run from the repository root.
+fn tlens(args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tlens"));
+    command.current_dir(root()).args(args);
+    command
+}
+
 fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tlens"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    tlens(args).output().expect("the binary runs")
+}
+
+/// `tlens harvest --merge --out OUT`, which must succeed.
+fn merge(out: &Path) {
+    run_ok(&[
+        "harvest".into(),
+        "--merge".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
 }
 
 /// The command line of a harvest of `data` into `out` with the test's settings, `extra` flags replacing or adding to
@@ -300,9 +313,7 @@ fn a_harvest_killed_at_random_points_resumes_to_the_same_bytes() {
     let mut interrupted = 0;
     for _ in 0..6 {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tlens"))
-            .current_dir(root())
-            .args(&args)
+        let mut child = tlens(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -334,11 +345,7 @@ fn machines_with_shards_merge_to_the_one_machine_result() {
     let machines: Vec<_> = (0..3)
         .map(|k| {
             let shard = format!("{k}/3");
-            let args = harvest_args(&data, &out, &[("--shard", shard.as_str())]);
-            Command::new(env!("CARGO_BIN_EXE_tlens"))
-                .current_dir(root())
-                .args(&args)
-                .output()
+            tlens(harvest_args(&data, &out, &[("--shard", shard.as_str())])).output()
         })
         .collect();
     for m in machines {
@@ -353,12 +360,7 @@ fn machines_with_shards_merge_to_the_one_machine_result() {
         .collect::<Vec<_>>());
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("shared by 3 machines"));
-    run_ok(&[
-        "harvest".into(),
-        "--merge".into(),
-        "--out".into(),
-        out.display().to_string(),
-    ]);
+    merge(&out);
     assert_same_folder(&out, &want);
 }
 
@@ -371,9 +373,7 @@ fn machines_run_at_once_into_one_folder() {
     let children: Vec<_> = (0..2)
         .map(|k| {
             let shard = format!("{k}/2");
-            Command::new(env!("CARGO_BIN_EXE_tlens"))
-                .current_dir(root())
-                .args(harvest_args(&data, &out, &[("--shard", shard.as_str())]))
+            tlens(harvest_args(&data, &out, &[("--shard", shard.as_str())]))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -388,12 +388,7 @@ fn machines_run_at_once_into_one_folder() {
             String::from_utf8_lossy(&done.stderr)
         );
     }
-    run_ok(&[
-        "harvest".into(),
-        "--merge".into(),
-        "--out".into(),
-        out.display().to_string(),
-    ]);
+    merge(&out);
     assert_same_folder(&out, &want);
 }
 
