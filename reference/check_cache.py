@@ -149,13 +149,10 @@ def main(argv=None) -> int:
             if got != want:
                 problems.append(f"config {field}: file {got!r} vs TL {want!r}")
 
-    for p in problems:
-        print(f"check_cache: {p}", file=sys.stderr)
-    status = "FAIL" if problems else "OK"
-    print(f"check_cache {status}: {args.cache}: {len(tensors)} tensors vs TL {len(tl_keys)} keys, "
-          f"{n_compared} compared, tokens {list(tokens.shape)}, has_batch_dim {has_batch_dim}, "
-          f"max |diff| {worst_abs:.3g} ({worst_key}), {len(problems)} problems")
-    return 1 if problems else 0
+    return run_plan.report("check_cache", problems,
+                           f"{args.cache}: {len(tensors)} tensors vs TL {len(tl_keys)} keys, "
+                           f"{n_compared} compared, tokens {list(tokens.shape)}, has_batch_dim {has_batch_dim}, "
+                           f"max |diff| {worst_abs:.3g} ({worst_key}), {len(problems)} problems")
 
 
 if __name__ == "__main__":

@@ -389,15 +389,12 @@ def main(argv=None) -> int:
                 problems.append(f"{h}: row {compared_rows[idx[0]]} index {list(idx[1:])}: "
                                 f"stored {float(got[idx])!r}, TL {float(want[idx])!r}")
 
-    for p in problems:
-        print(f"check_harvest: {p}", file=sys.stderr)
-    status = "FAIL" if problems else "OK"
     per_hook = ", ".join(f"{h} {diffs[h]:.3g}" for h in hooks if h in diffs) or "none compared"
     n_checked = len(compared_rows) if tl else 0
-    print(f"check_harvest {status}: {args.folder}: {n_checked}/{n_rows} rows checked, context {ctx}, "
-          f"dtype {dtype_name}, model {model_dir} ({why}), {len(hooks)} hooks, {len(diffs)} compared; "
-          f"max |diff| per hook: {per_hook}; {len(problems)} problems")
-    return 1 if problems else 0
+    return run_plan.report("check_harvest", problems,
+                           f"{args.folder}: {n_checked}/{n_rows} rows checked, context {ctx}, "
+                           f"dtype {dtype_name}, model {model_dir} ({why}), {len(hooks)} hooks, {len(diffs)} compared; "
+                           f"max |diff| per hook: {per_hook}; {len(problems)} problems")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,14 @@ def quiet_transformers() -> None:
         pass
 
 
+def report(tool: str, problems: list, summary: str) -> int:
+    """Prints each problem on stderr and one `TOOL OK|FAIL: SUMMARY` line; returns the exit status (1 on any problem)."""
+    for p in problems:
+        print(f"{tool}: {p}", file=sys.stderr)
+    print(f"{tool} {'FAIL' if problems else 'OK'}: {summary}")
+    return 1 if problems else 0
+
+
 def processing_flags(plan: dict, default: bool) -> dict:
     proc = plan.get("processing") or {}
     unknown = set(proc) - set(PROCESSING_FLAGS)
