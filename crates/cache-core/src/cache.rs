@@ -210,12 +210,13 @@ impl<B: Backend> ActivationCache<B> {
         self.entries.keys().map(String::as_str)
     }
 
-    /// The activations, in firing order.
+    /// The activations, in firing order, as stored: in the run's
+    /// [`cache_dtype`](crate::RunOptions::cache_dtype) (`get` and the methods read them as f32).
     pub fn values(&self) -> impl Iterator<Item = &DynTensor<B>> {
         self.entries.values()
     }
 
-    /// `(hook name, activation)` pairs, in firing order.
+    /// `(hook name, activation)` pairs, in firing order, as stored (see [`values`](Self::values)).
     pub fn items(&self) -> impl Iterator<Item = (&str, &DynTensor<B>)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
