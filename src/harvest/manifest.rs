@@ -280,25 +280,47 @@ pub fn folder_error(path: &Path, e: impl std::fmt::Display) -> HarvestError {
     }
 }
 
-/// The machine manifests (`tlens-harvest.K-of-N.json`) in `dir`, with their `K/N`.
-pub fn machine_manifests(dir: &Path) -> Result<Vec<(ShardOf, PathBuf)>, HarvestError> {
-    let mut found = Vec::new();
+/// The shard a file name names: the inverse of [`shard_file`].
+pub fn shard_of_file(name: &str) -> Option<u64> {
+    let index = name
+        .strip_prefix("data-")?
+        .strip_suffix(".arrow")?
+        .parse()
+        .ok()?;
+    (shard_file(index) == name).then_some(index)
+}
+
+/// The machine whose manifest a file name names: the inverse of [`ShardOf::manifest_file`] for `N > 1`.
+pub fn machine_of_file(name: &str) -> Option<ShardOf> {
+    let k_of_n = name.strip_prefix("tlens-harvest.")?.strip_suffix(".json")?;
+    let machine: ShardOf = k_of_n.replace("-of-", "/").parse().ok()?;
+    (machine.count > 1 && machine.manifest_file() == name).then_some(machine)
+}
+
+/// The names and paths of the files in `dir` (none when it does not exist).
+pub fn folder_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, HarvestError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(folder_error(dir, e)),
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| folder_error(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(shard) = name
-            .strip_prefix("tlens-harvest.")
-            .and_then(|s| s.strip_suffix(".json"))
-            .and_then(|s| s.replace("-of-", "/").parse::<ShardOf>().ok())
-        {
-            found.push((shard, entry.path()));
-        }
-    }
+    entries
+        .map(|entry| {
+            let entry = entry.map_err(|e| folder_error(dir, e))?;
+            Ok((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ))
+        })
+        .collect()
+}
+
+/// The machine manifests (`tlens-harvest.K-of-N.json`) in `dir`, with their `K/N`.
+pub fn machine_manifests(dir: &Path) -> Result<Vec<(ShardOf, PathBuf)>, HarvestError> {
+    let mut found: Vec<(ShardOf, PathBuf)> = folder_files(dir)?
+        .into_iter()
+        .filter_map(|(name, path)| Some((machine_of_file(&name)?, path)))
+        .collect();
     found.sort_by_key(|(s, _)| (s.count, s.index));
     Ok(found)
 }
@@ -313,6 +335,10 @@ mod tests {
         assert_eq!((0..9).filter(|&j| s.owns(j)).collect::<Vec<_>>(), [2, 5, 8]);
         assert_eq!(s.manifest_file(), "tlens-harvest.2-of-3.json");
         assert_eq!(ShardOf::default().manifest_file(), MANIFEST_FILE);
+        assert_eq!(machine_of_file("tlens-harvest.2-of-3.json"), Some(s));
+        assert_eq!(machine_of_file(MANIFEST_FILE), None);
+        assert_eq!(shard_of_file(&shard_file(12)), Some(12));
+        assert_eq!(shard_of_file("data-12.arrow"), None);
         for bad in ["3/3", "1/0", "x/2", "1", "-1/2"] {
             assert!(bad.parse::<ShardOf>().is_err(), "{bad}");
         }

@@ -35,8 +35,8 @@ use crate::Result;
 use crate::memory::{self, MemoryBudget};
 use dataset::{Column, INFO_FILE, Layout, STATE_FILE};
 use manifest::{
-    DataFile, End, MANIFEST_FILE, Manifest, Request, Shard, ShardOf, folder_error,
-    machine_manifests, shard_file,
+    DataFile, End, MANIFEST_FILE, Manifest, Request, Shard, ShardOf, folder_error, folder_files,
+    machine_manifests, machine_of_file, shard_file, shard_of_file,
 };
 use records::{Record, Records};
 use windows::Packer;
@@ -518,18 +518,9 @@ fn prepare_folder(
 
 /// Whether `name` is one of the files a harvest writes.
 fn is_harvest_file(name: &str) -> bool {
-    let shard = |s: &str| {
-        s.strip_prefix("data-")
-            .and_then(|s| s.strip_suffix(".arrow"))
-            .is_some_and(|n| n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()))
-    };
-    let machine = |s: &str| {
-        s.strip_prefix("tlens-harvest.")
-            .and_then(|s| s.strip_suffix(".json"))
-            .and_then(|s| s.replace("-of-", "/").parse::<ShardOf>().ok())
-            .is_some()
-    };
-    [MANIFEST_FILE, STATE_FILE, INFO_FILE].contains(&name) || shard(name) || machine(name)
+    [MANIFEST_FILE, STATE_FILE, INFO_FILE].contains(&name)
+        || shard_of_file(name).is_some()
+        || machine_of_file(name).is_some()
 }
 
 /// The file a temporary `.NAME.XXXXXX.tmp` (see `write_atomically`) was to become.
@@ -540,9 +531,7 @@ fn temporary_of(name: &str) -> Option<&str> {
 
 /// Refuses a folder that holds files no harvest writes: harvesting into it could mix its files with the dataset.
 fn check_only_harvest_files(dir: &Path) -> Result<(), HarvestError> {
-    for entry in std::fs::read_dir(dir).map_err(|e| folder_error(dir, e))? {
-        let entry = entry.map_err(|e| folder_error(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, _) in folder_files(dir)? {
         if !is_harvest_file(temporary_of(&name).unwrap_or(&name)) {
             return Err(folder_error(
                 dir,
@@ -558,24 +547,18 @@ fn check_only_harvest_files(dir: &Path) -> Result<(), HarvestError> {
 /// Removes temporaries a killed run of this machine left: those of its shards and its manifest (and, on one machine,
 /// of the `datasets` index). Other machines' temporaries may be files in the making.
 fn remove_stale_temporaries(dir: &Path, shard: ShardOf, own: &str) -> Result<(), HarvestError> {
-    for entry in std::fs::read_dir(dir).map_err(|e| folder_error(dir, e))? {
-        let entry = entry.map_err(|e| folder_error(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, path) in folder_files(dir)? {
         let Some(target) = temporary_of(&name) else {
             continue;
         };
-        let index = target
-            .strip_prefix("data-")
-            .and_then(|s| s.strip_suffix(".arrow"))
-            .and_then(|n| n.parse::<u64>().ok());
-        let mine = match index {
+        let mine = match shard_of_file(target) {
             Some(j) => shard.owns(j),
             None => {
                 target == own || (shard.count == 1 && [STATE_FILE, INFO_FILE].contains(&target))
             }
         };
         if mine {
-            std::fs::remove_file(entry.path()).map_err(|e| folder_error(&entry.path(), e))?;
+            std::fs::remove_file(&path).map_err(|e| folder_error(&path, e))?;
         }
     }
     Ok(())
@@ -640,17 +623,17 @@ impl<F: Fn(u64) -> bool> Reader<'_, F> {
                 let last_of_shard = windows % self.shard_size == 0;
                 if (self.wanted)(shard) {
                     batch.push(window);
-                    if (batch.len() == self.batch_size || last_of_shard)
-                        && !send(Work::Batch {
+                    let sent = if last_of_shard {
+                        self.finish_shard(&send, &mut batch, shard, windows, read, skipped)
+                    } else if batch.len() == self.batch_size {
+                        send(Work::Batch {
                             shard,
                             windows: std::mem::take(&mut batch),
                         })
-                    {
-                        return;
-                    }
-                    if last_of_shard
-                        && !send(Work::ShardDone(self.shard(shard, windows, read, skipped)))
-                    {
+                    } else {
+                        true
+                    };
+                    if !sent {
                         return;
                     }
                 }
@@ -664,18 +647,11 @@ impl<F: Fn(u64) -> bool> Reader<'_, F> {
         }
         // The last shard, if partial.
         let shard = windows / self.shard_size;
-        if windows % self.shard_size != 0 && (self.wanted)(shard) {
-            if !batch.is_empty()
-                && !send(Work::Batch {
-                    shard,
-                    windows: std::mem::take(&mut batch),
-                })
-            {
-                return;
-            }
-            if !send(Work::ShardDone(self.shard(shard, windows, read, skipped))) {
-                return;
-            }
+        if windows % self.shard_size != 0
+            && (self.wanted)(shard)
+            && !self.finish_shard(&send, &mut batch, shard, windows, read, skipped)
+        {
+            return;
         }
         send(Work::End(End {
             windows,
@@ -684,16 +660,30 @@ impl<F: Fn(u64) -> bool> Reader<'_, F> {
         }));
     }
 
-    /// Shard `index`, whose last window is window `windows − 1`.
-    fn shard(&self, index: u64, windows: u64, read: u64, skipped: u64) -> Shard {
-        Shard {
-            index,
-            file: shard_file(index),
-            windows: windows - index * self.shard_size,
-            records_end: read,
-            skipped_end: skipped,
-            bytes: 0,
-        }
+    /// Sends the windows of shard `index` still in `batch` and the shard's end, whose last window is window
+    /// `windows − 1`, with `read` records read and `skipped` skipped by then. False when the forward pass has stopped.
+    fn finish_shard(
+        &self,
+        send: &impl Fn(Work) -> bool,
+        batch: &mut Vec<Vec<u32>>,
+        index: u64,
+        windows: u64,
+        read: u64,
+        skipped: u64,
+    ) -> bool {
+        (batch.is_empty()
+            || send(Work::Batch {
+                shard: index,
+                windows: std::mem::take(batch),
+            }))
+            && send(Work::ShardDone(Shard {
+                index,
+                file: shard_file(index),
+                windows: windows - index * self.shard_size,
+                records_end: read,
+                skipped_end: skipped,
+                bytes: 0,
+            }))
     }
 }
 
