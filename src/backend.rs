@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn_tensor::backend::Backend;
+use tlens_model::Kernels;
 
 use crate::error::{Result, TlensError};
 
@@ -108,7 +108,7 @@ pub trait BackendTask {
     /// What the work returns.
     type Output;
     /// Runs the work on backend `B` and device `device`.
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Self::Output;
+    fn run<B: Kernels>(self, device: burn_tensor::Device<B>) -> Self::Output;
 }
 
 /// Runs a task on the named backend, or says which feature would include it (or why its device is unusable).

@@ -4,6 +4,7 @@
 //! case alone, and `--vs-python` runs the same cases in TransformerLens (`reference/bench_tl.py`).
 
 use std::time::Instant;
+use tlens_model::Kernels;
 
 use burn_autodiff::Autodiff;
 use burn_tensor::Tensor;
@@ -149,7 +150,7 @@ pub struct BenchResult {
 impl BackendTask for BenchCase {
     type Output = Result<BenchResult>;
 
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<BenchResult> {
+    fn run<B: Kernels>(self, device: burn_tensor::Device<B>) -> Result<BenchResult> {
         let known = [&CASES[..], &CAUSAL_CASES, &HALF_CACHE_CASES].concat();
         if !known.contains(&self.case.as_str()) {
             return Err(TlensError::Backend(format!(
@@ -263,7 +264,7 @@ const BENCH_METRIC: LogitDiff = LogitDiff {
 };
 
 /// `grad_run`: the same model on the autodiff decorator of `B`, a cache of every hook and its gradients.
-fn grad_runs<B: Backend>(
+fn grad_runs<B: Kernels>(
     model: BenchModel,
     tokens: &TokenBatch,
     reps: usize,

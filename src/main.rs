@@ -19,6 +19,7 @@ use tlens::cache_core::atomic_file::write_atomically;
 use tlens::harvest::HarvestArgs;
 use tlens::harvest::manifest::ShardOf;
 use tlens::memory::{self, MemoryBudget};
+use tlens::model::Kernels;
 use tlens::model::patching::{LogitDiff, PATCHES_PER_PASS};
 use tlens::output::check_output;
 use tlens::plan::EvalPlan;
@@ -205,7 +206,7 @@ impl HookOps {
     /// The one sequence `lens` and `attribute` analyse, run with every hook cached: first checked against the budget
     /// with `extra` bytes for the analysis (`what`, for the message), then run under a spinner (returned, for the
     /// next step's message), with a warning when the output is not finite.
-    fn analyse_row<B: Backend>(
+    fn analyse_row<B: Kernels>(
         &self,
         loaded: &LoadedModel<B>,
         tokens: &TokenBatch,
@@ -232,7 +233,7 @@ impl HookOps {
     }
 
     /// The run's logits and cache, with the interventions active.
-    fn run_with_cache<B: Backend>(
+    fn run_with_cache<B: Kernels>(
         &self,
         loaded: &LoadedModel<B>,
         tokens: &TokenBatch,
@@ -525,7 +526,7 @@ fn quoted(parts: &[String]) -> String {
 impl BackendTask for RunArgs {
     type Output = Result<()>;
 
-    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Kernels>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         check_output(&self.out, &self.input.files())?;
         let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         let tokens = tokens(&self.input, &loaded)?;
@@ -602,7 +603,7 @@ impl BackendTask for RunArgs {
 impl BackendTask for LensCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Kernels>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         if self.incl_mid && !loaded.model.cfg().has_mlp() {
             return Err(TlensError::Analysis(
@@ -673,7 +674,7 @@ fn print_ranked(title: &str, items: &[Labelled], top: usize) {
 impl BackendTask for PatchCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Kernels>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         let input = |prompt: &str| Input {
             model: self.model.clone(),
             prompt: Some(prompt.to_string()),
@@ -762,7 +763,7 @@ impl BackendTask for PatchCmd {
 impl BackendTask for AttributeCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Kernels>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         let tokens = one_row(&tokens(&self.input, &loaded)?, self.batch_index)?;
         let position = resolve_position(self.position, tokens.positions())?;
@@ -848,7 +849,7 @@ fn print_scores(title: &str, scores: &[Vec<f32>]) {
 impl BackendTask for PatternsCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Kernels>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         let head = self.head.as_deref().map(parse_head).transpose()?;
         if head.is_none() && (self.input.prompt.is_some() || self.input.tokens.is_some()) {
             return Err(TlensError::Analysis(
@@ -961,7 +962,7 @@ impl BackendTask for PatternsCmd {
 impl BackendTask for ReportCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Kernels>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         check_output(&self.out, &self.input.files())?;
         let (loaded, name) = load::<B>(&self.input, &device, &mut self.budget)?;
         let tokens = tokens(&self.input, &loaded)?;
@@ -1008,7 +1009,7 @@ impl BackendTask for ReportCmd {
 impl BackendTask for HarvestCmd {
     type Output = Result<()>;
 
-    fn run<B: Backend>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
+    fn run<B: Kernels>(mut self, device: burn_tensor::Device<B>) -> Result<()> {
         if self.out.exists() && !self.out.is_dir() {
             return Err(TlensError::File {
                 path: self.out.display().to_string(),

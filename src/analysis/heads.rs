@@ -15,6 +15,7 @@ use serde::Serialize;
 use tlens_cache_core::{
     ActivationCache, BlockHook, HookPoint, HookedTransformerConfig, NamesFilter, RunOptions,
 };
+use tlens_model::Kernels;
 use tlens_model::{HookedTransformer, TokenBatch};
 
 use super::check_batch_index;
@@ -241,7 +242,7 @@ pub const SCORE_CHUNK: usize = 16;
 ///
 /// `bos` is the token to put first (the tokenizer's BOS); `None` starts straight with the random tokens. The batch
 /// runs [`SCORE_CHUNK`] sequences at a time; `progress` is told how many sequences are done after each chunk.
-pub fn head_scores<B: Backend>(
+pub fn head_scores<B: Kernels>(
     model: &HookedTransformer<B>,
     args: &HeadScoresArgs,
     bos: Option<u32>,

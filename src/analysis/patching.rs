@@ -4,6 +4,7 @@
 use burn_tensor::backend::Backend;
 use serde::Serialize;
 use tlens_cache_core::{HookPoint, RunOptions};
+use tlens_model::Kernels;
 use tlens_model::patching::{LogitDiff, Metric, PATCHES_PER_PASS, PatchSweep};
 use tlens_model::{HookedTransformer, Intervention, Op, Selector, TokenBatch};
 
@@ -38,7 +39,7 @@ pub struct PatchReport {
 
 /// Runs the standard sweeps of a clean and a corrupted prompt of the same length, with the metric
 /// `logit(target) − logit(against)` at the last position.
-pub fn standard_sweeps<B: Backend>(
+pub fn standard_sweeps<B: Kernels>(
     model: &HookedTransformer<B>,
     clean: &TokenBatch,
     corrupted: &TokenBatch,

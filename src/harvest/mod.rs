@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use tlens_model::Kernels;
 
 use burn_tensor::backend::Backend;
 use thiserror::Error;
@@ -169,7 +170,7 @@ enum Out {
 
 /// Harvests `args.data` through `loaded` (named `model_name` in the manifest) into `args.out`, calling `progress`
 /// after each batch. Resumes a folder this request started; refuses one that holds anything else.
-pub fn harvest<B: Backend>(
+pub fn harvest<B: Kernels>(
     loaded: &LoadedModel<B>,
     model_name: &str,
     args: &HarvestArgs,

@@ -5,6 +5,7 @@ use burn_tensor::{Tensor, TensorData, backend::Backend};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tlens_cache_core::{ActivationCache, DynTensor, HookPoint, NamesFilter, RunOptions};
+use tlens_model::Kernels;
 use tlens_model::patching::{LogitDiff, PATCHES_PER_PASS, PatchSweep, every};
 use tlens_model::{HookedTransformer, Intervention, Op, Selector, TokenBatch};
 
@@ -73,7 +74,7 @@ fn bad(hook: &str, message: impl std::fmt::Display) -> TlensError {
 
 impl HookSpec {
     /// The intervention this entry asks for; a `patch` runs the model on its clean tokens first.
-    pub fn build<B: Backend>(&self, model: &HookedTransformer<B>) -> Result<Intervention<B>> {
+    pub fn build<B: Kernels>(&self, model: &HookedTransformer<B>) -> Result<Intervention<B>> {
         let point: HookPoint = self.hook.parse().map_err(|e| bad(&self.hook, e))?;
         if !model.hook_names().contains(&self.hook) {
             return Err(bad(&self.hook, "the model has no such hook"));
@@ -135,7 +136,7 @@ impl HookSpec {
 
 /// A `patching.<function>` call: the sweep (or the stack of sweeps of a `*_every` function) on the plan's model,
 /// with the run's cache as the clean cache.
-pub fn patching_call<B: Backend>(
+pub fn patching_call<B: Kernels>(
     model: &HookedTransformer<B>,
     clean: &ActivationCache<B>,
     function: &str,

@@ -7,6 +7,7 @@ mod methods;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use tlens_model::Kernels;
 
 use burn_autodiff::Autodiff;
 use burn_tensor::Tensor;
@@ -239,7 +240,7 @@ pub struct EvalPlan {
 impl BackendTask for EvalPlan {
     type Output = Result<EvalSummary>;
 
-    fn run<B: Backend>(self, device: burn_tensor::Device<B>) -> Result<EvalSummary> {
+    fn run<B: Kernels>(self, device: burn_tensor::Device<B>) -> Result<EvalSummary> {
         let (plan, text) = Plan::read(&self.plan)?;
         let base = self.plan.parent().unwrap_or(Path::new("."));
         let mut inputs = plan.inputs(base);
@@ -265,7 +266,7 @@ impl BackendTask for EvalPlan {
 
 impl EvalPlan {
     /// Runs the plan with `run` (a run with or without gradients), then its calls, and writes the output file.
-    fn evaluate<B: Backend>(
+    fn evaluate<B: Kernels>(
         self,
         plan: Plan,
         text: String,

@@ -8,9 +8,9 @@
 //! position, heads) of an induction task. Each chart is an element with a `data-chart` attribute
 //! that the script fills and marks `data-rendered="1"`.
 
-use burn_tensor::backend::Backend;
 use serde::Serialize;
 use tlens_cache_core::RunOptions;
+use tlens_model::Kernels;
 use tlens_model::patching::LogitDiff;
 use tlens_model::{LoadedModel, TokenBatch};
 
@@ -137,7 +137,7 @@ pub struct ModelSummary {
 }
 
 /// Runs every analysis for the report; `progress(i)` is called before step `STEPS[i]`.
-pub fn build_report<B: Backend>(
+pub fn build_report<B: Kernels>(
     loaded: &LoadedModel<B>,
     args: &ReportArgs,
     progress: &mut dyn FnMut(usize),

@@ -8,6 +8,7 @@ use tlens_cache_core::{ActivationCache, DynTensor, Hook, HookPoint, NamesFilter,
 
 use crate::error::Result;
 use crate::hooked::HookedTransformer;
+use crate::kernels::Kernels;
 use crate::patching::Metric;
 use crate::tokens::TokenBatch;
 
@@ -37,7 +38,7 @@ impl<B: AutodiffBackend> Hook<B> for GradProbes<B> {
     }
 }
 
-impl<B: AutodiffBackend> HookedTransformer<B> {
+impl<B: AutodiffBackend + Kernels> HookedTransformer<B> {
     /// [`run_with_hooks_and_cache`](Self::run_with_hooks_and_cache), then back-propagates `metric` of the logits and
     /// adds TransformerLens's gradient entries `<hook name>_grad` (in the order the backward pass reaches them) for
     /// every hook the names filter keeps.
@@ -70,7 +71,7 @@ impl<B: AutodiffBackend> HookedTransformer<B> {
     }
 }
 
-impl<B: AutodiffBackend> HookedTransformer<B> {
+impl<B: AutodiffBackend + Kernels> HookedTransformer<B> {
     /// Attribution patching: the first-order estimate of what patching each clean activation into the corrupted run
     /// would change the metric by, `Σ grad_corrupted · (clean − corrupted)`, from one clean run and one corrupted run
     /// with gradients, instead of a forward pass per patch.

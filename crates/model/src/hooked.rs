@@ -12,6 +12,7 @@ use tlens_cache_core::{
 };
 
 use crate::error::{ModelError, Result};
+use crate::kernels::Kernels;
 use crate::linear::linear;
 use crate::rotary::Rotary;
 use crate::tokens::TokenBatch;
@@ -25,8 +26,14 @@ pub struct HookedTransformer<B: Backend> {
 
 impl<B: Backend> HookedTransformer<B> {
     /// Builds a model from a config and parameters (already on their device), checking that tlens supports the config.
-    pub fn new(cfg: HookedTransformerConfig, weights: TransformerWeights<B>) -> Result<Self> {
+    pub fn new(cfg: HookedTransformerConfig, mut weights: TransformerWeights<B>) -> Result<Self> {
         check_supported(&cfg)?;
+        for block in &mut weights.blocks {
+            let attn = &mut block.attn;
+            for w in [&mut attn.W_Q, &mut attn.W_K, &mut attn.W_V] {
+                *w = crate::attention::input_major(w.clone());
+            }
+        }
         Ok(Self {
             params: Arc::new(ModelParams { cfg, weights }),
         })
@@ -59,7 +66,10 @@ impl<B: Backend> HookedTransformer<B> {
             .map(HookPoint::to_string)
             .collect()
     }
+}
 
+/// The forward pass, on backends with tlens's kernels.
+impl<B: Kernels> HookedTransformer<B> {
     /// Logits `[batch, pos, d_vocab_out]` for a batch of tokens.
     pub fn forward(&self, tokens: &TokenBatch) -> Result<Tensor<B, 3>> {
         self.run(tokens, &mut Hooks::none(), None)
@@ -271,7 +281,7 @@ pub(crate) struct ForwardContext<'a, B: Backend> {
 
 /// One transformer block: attention, then the MLP on the updated stream (sequential), or attention and MLP both on
 /// the block's input (parallel: GPT-J, GPT-NeoX), with Gemma 2's norms after each sublayer when the model has them.
-fn block_forward<B: Backend>(
+fn block_forward<B: Kernels>(
     ctx: &ForwardContext<'_, B>,
     l: usize,
     block: &BlockWeights<B>,

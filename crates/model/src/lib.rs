@@ -11,6 +11,7 @@ pub mod gradients;
 pub mod hf;
 pub mod hooked;
 pub mod intervention;
+pub mod kernels;
 mod linear;
 pub mod loading;
 mod mlp;
@@ -26,6 +27,7 @@ pub mod tokens;
 pub use error::{ModelError, Result};
 pub use hooked::HookedTransformer;
 pub use intervention::{Intervention, Op, Selector};
+pub use kernels::{Kernels, TanhGelu};
 pub use loading::{
     LoadedModel, load_folder, load_hf, load_hf_bytes, load_transformerlens,
     load_transformerlens_bytes,

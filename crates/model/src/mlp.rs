@@ -1,7 +1,7 @@
 //! The MLP: standard (`post = act(x·W_in + b_in)`), gated (`post = act(x·W_gate) * (x·W_in) + b_in`, as
 //! TransformerLens's `GatedMLP`) or SoLU with its inner norm, then `post·W_out + b_out`.
 
-use burn_tensor::{Tensor, backend::Backend};
+use burn_tensor::Tensor;
 use tlens_cache_core::{
     ActFn, BlockHook, HookPoint, HookedTransformerConfig, Hooks, MlpKind, MlpWeights, Norm,
 };
@@ -9,11 +9,12 @@ use tlens_cache_core::{
 use crate::activation;
 use crate::error::Result;
 use crate::hooked::norm;
+use crate::kernels::Kernels;
 use crate::linear;
 
 /// One layer's MLP on its normalised input `x` (`[batch, pos, d_model]`); returns its output before any
 /// post-MLP norm.
-pub(crate) fn forward<B: Backend>(
+pub(crate) fn forward<B: Kernels>(
     cfg: &HookedTransformerConfig,
     layer: usize,
     w: &MlpWeights<B>,

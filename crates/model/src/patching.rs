@@ -9,6 +9,7 @@ use tlens_cache_core::{ActivationCache, BlockHook, CacheError, DynTensor, Hook, 
 use crate::error::Result;
 use crate::hooked::HookedTransformer;
 use crate::intervention::{Intervention, Op, Selector};
+use crate::kernels::Kernels;
 use crate::tokens::TokenBatch;
 
 /// Which activation a sweep patches (TransformerLens's `activation_name`).
@@ -222,7 +223,7 @@ impl<B: Backend> Metric<B> for LogitDiff {
 /// How many patched copies of the corrupted batch one forward pass runs, by default.
 pub const PATCHES_PER_PASS: usize = 32;
 
-impl<B: Backend> HookedTransformer<B> {
+impl<B: Kernels> HookedTransformer<B> {
     /// Runs a patching sweep: for every index, the clean cache's activation at that index is patched into a run of
     /// `corrupted` and the metric of the patched logits recorded, as TransformerLens's `get_act_patch_*`. The result
     /// is `[n_layers, ...index axes]`; `patches_per_pass` patched copies of the batch share one forward pass.
