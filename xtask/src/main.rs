@@ -5,9 +5,10 @@
 //! - `libtorch`: assemble libtorch 2.9.0 (what burn-tch 0.21's tch 0.22 links) from the PyPI torch wheel, cached in
 //!   `~/.cache/tlens/libtorch-2.9.0` (or `$TLENS_LIBTORCH_DIR`); prints the `LIBTORCH` to build the `tch` feature with.
 //! - `bench [--features LIST] [--model gpt2-small|llama-3.2-1b] [--shapes 1x128,8x128,4x1024] [--cases a,b]
-//!   [--vs-python] [--update] [--out FILE]`: time a GPT-2-small- or Llama-3.2-1B-shaped model (random weights) on each
+//!   [--vs-python] [--vs-candle-mi] [--update] [--out FILE]`: time a GPT-2-small- or Llama-3.2-1B-shaped model (random weights) on each
 //!   backend, one process per case (peak RSS is per case); with
-//!   `--vs-python` the same cases in TransformerLens (reference/.venv). Writes `target/bench/results.json` and the
+//!   `--vs-python` the same cases in TransformerLens (reference/.venv), with `--vs-candle-mi` (Llama shape only) the
+//!   forward and cached runs in candle-mi 0.2.2 (`candle_mi.rs`). Writes `target/bench/results.json` and the
 //!   Markdown table (default `book/src/bench-results.md`); with `--update` the results of earlier runs that this one
 //!   does not measure stay in both (`--features "" --update` only rewrites the table).
 //! - `parity [--features LIST] [--out FILE]`: build `tlens` with those backend features (default: ndarray), run every
@@ -17,6 +18,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, exit};
+
+mod candle_mi;
 
 use tlens::parity::{PlanOutput, Tolerance, committed_plans, compare, divergent_calls};
 
@@ -335,6 +338,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             "--shapes",
             "--cases",
             "--vs-python",
+            "--vs-candle-mi",
             "--update",
             "--out",
         ],
@@ -361,6 +365,12 @@ fn bench(args: &[String]) -> Result<(), String> {
         .map(|c| c.split(',').map(str::to_string).collect())
         .unwrap_or(all_cases);
     let vs_python = args.iter().any(|a| a == "--vs-python");
+    let vs_candle_mi = args.iter().any(|a| a == "--vs-candle-mi");
+    if vs_candle_mi && model != "llama-3.2-1b" {
+        return Err(
+            "bench --vs-candle-mi runs the Llama shape only: add --model llama-3.2-1b".into(),
+        );
+    }
 
     let bench_dir = root().join("target/bench");
     std::fs::create_dir_all(&bench_dir).map_err(|e| e.to_string())?;
@@ -382,6 +392,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         .iter()
         .map(|b| (b.clone(), Command::new(&exe)))
         .collect();
+    if vs_candle_mi {
+        runners.push((CANDLE_MI.into(), candle_mi::runner(&root())?));
+    }
     if vs_python {
         let mut py = Command::new(&python);
         py.arg(root().join("reference/bench_tl.py"));
@@ -398,9 +411,15 @@ fn bench(args: &[String]) -> Result<(), String> {
         let reps = if batch * pos >= 4096 { 1 } else { 3 };
         for case in &cases {
             for (name, runner) in &mut runners {
+                // candle-mi has no cache methods and no causal API to time.
+                if name == CANDLE_MI && !["forward", "run_with_cache"].contains(&case.as_str()) {
+                    continue;
+                }
                 let mut cmd = Command::new(runner.get_program());
                 cmd.args(runner.get_args());
-                if name != "transformerlens" {
+                cmd.envs(runner.get_envs().filter_map(|(k, v)| Some((k, v?))));
+                // tlens-bench runs every backend and is told which; the other runners run one thing.
+                if name != "transformerlens" && name != CANDLE_MI {
                     cmd.arg(name.as_str());
                 }
                 cmd.args([
@@ -478,6 +497,9 @@ fn bench(args: &[String]) -> Result<(), String> {
     println!("{table}");
     Ok(())
 }
+
+/// The candle-mi runner's name in the results and the table.
+const CANDLE_MI: &str = "candle-mi";
 
 /// A result's model shape; results from before the `--model` flag are GPT-2 small.
 fn model_of(r: &serde_json::Value) -> &str {
