@@ -8,12 +8,13 @@ use tlens_cache_core::{
 };
 
 use crate::error::Result;
-use crate::hooked::{ForwardContext, causal_mask, norm, soft_cap};
+use crate::hooked::{ForwardContext, norm};
+use crate::kernels::Kernels;
 use crate::linear::linear;
 
 /// One layer's attention on its normalised input `x` (`[batch, pos, d_model]`); returns its output before any
 /// post-attention norm.
-pub(crate) fn forward<B: Backend>(
+pub(crate) fn forward<B: Kernels>(
     ctx: &ForwardContext<'_, B>,
     layer: usize,
     w: &AttentionWeights<B>,
@@ -69,13 +70,12 @@ pub(crate) fn forward<B: Backend>(
     if cfg.scale_attn_by_inverse_layer_idx {
         scale *= (layer + 1) as f64;
     }
-    let scores = q.swap_dims(1, 2).matmul(k.permute([0, 2, 3, 1])) / scale;
-    let scores = soft_cap(scores, cfg.attn_scores_soft_cap);
-    let mask = match cfg.attn_window(layer) {
-        Some(window) => causal_mask::<B>(pos, Some(window), &scores.device()),
-        None => ctx.causal.clone(),
-    };
-    let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
+    let scores = B::causal_scores(
+        q.swap_dims(1, 2).matmul(k.permute([0, 2, 3, 1])),
+        scale,
+        cfg.attn_scores_soft_cap,
+        cfg.attn_window(layer),
+    );
     // A hook on the scores can mask a whole query row (an attention knockout); its softmax is then NaN, which
     // TransformerLens turns into zeros. Without such a hook every row keeps its diagonal, so plain runs skip the check.
     let scores_hooked = hooks.fires_at(b(BlockHook::AttnScores));

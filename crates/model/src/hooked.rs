@@ -241,7 +241,6 @@ impl<B: Kernels> HookedTransformer<B> {
         let ctx = ForwardContext {
             cfg,
             rotary: (!cfg.has_pos_embed()).then(|| Rotary::new(cfg, pos, &device)),
-            causal: causal_mask::<B>(pos, None, &device),
         };
         for (l, block) in w
             .blocks
@@ -270,13 +269,11 @@ impl<B: Kernels> HookedTransformer<B> {
     }
 }
 
-/// What every block of one forward pass shares: the config, the rotary tables and the causal mask.
+/// What every block of one forward pass shares: the config and the rotary tables.
 pub(crate) struct ForwardContext<'a, B: Backend> {
     pub(crate) cfg: &'a HookedTransformerConfig,
     /// Rotary tables for this sequence length; `None` with learned positions.
     pub(crate) rotary: Option<Rotary<B>>,
-    /// The causal mask of global layers.
-    pub(crate) causal: Tensor<B, 4, Bool>,
 }
 
 /// One transformer block: attention, then the MLP on the updated stream (sequential), or attention and MLP both on

@@ -9,6 +9,8 @@
 
 use burn_tensor::{Tensor, backend::Backend};
 
+use crate::hooked::{causal_mask, soft_cap};
+
 /// The tanh approximations of GELU: `0.5·x·(1 + tanh(u(x)))`, which differ only in how they write `u`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TanhGelu {
@@ -44,6 +46,31 @@ pub trait Kernels: Backend {
     fn silu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
         burn_tensor::activation::silu(x)
     }
+
+    /// Attention scores from `q·kᵀ` (`[batch, heads, pos, pos]`): divided by `scale`, soft-capped, and `−∞` where a
+    /// query may not see a key (later keys, and keys `window` or more positions back in a local layer), as
+    /// TransformerLens's `calculate_attention_scores` and `apply_causal_mask`.
+    fn causal_scores(
+        scores: Tensor<Self, 4>,
+        scale: f64,
+        cap: Option<f64>,
+        window: Option<usize>,
+    ) -> Tensor<Self, 4> {
+        generic_causal_scores(scores, scale, cap, window)
+    }
+}
+
+/// [`Kernels::causal_scores`] in burn's generic ops: a division, the soft cap, and a mask broadcast over batch and
+/// heads.
+fn generic_causal_scores<B: Backend>(
+    scores: Tensor<B, 4>,
+    scale: f64,
+    cap: Option<f64>,
+    window: Option<usize>,
+) -> Tensor<B, 4> {
+    let pos = scores.dims()[2];
+    let mask = causal_mask::<B>(pos, window, &scores.device());
+    soft_cap(scores / scale, cap).mask_fill(mask, f32::NEG_INFINITY)
 }
 
 impl<B: Kernels, C: burn_autodiff::checkpoint::strategy::CheckpointStrategy> Kernels
@@ -132,6 +159,27 @@ mod flex {
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
 
+    /// The scores of one forward pass, scaled and masked in one pass over them, in place: burn-flex's `mask_fill`
+    /// copies the broadcast mask to the scores' full shape through a strided iterator on every layer, and the
+    /// division and the fill each write a new buffer. Soft-capped scores (Gemma 2) take the generic path.
+    fn causal_scores(
+        scores: Tensor<Flex, 4>,
+        scale: f64,
+        window: Option<usize>,
+    ) -> Tensor<Flex, 4> {
+        let [_, _, queries, keys] = scores.dims();
+        let mut t = scores.into_primitive().tensor().to_contiguous();
+        let scale = scale as f32;
+        for (r, row) in t.storage_mut::<f32>().chunks_exact_mut(keys).enumerate() {
+            let i = r % queries;
+            let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
+            row[..first].fill(f32::NEG_INFINITY);
+            row[first..=i].iter_mut().for_each(|x| *x /= scale);
+            row[i + 1..].fill(f32::NEG_INFINITY);
+        }
+        Tensor::from_primitive(TensorPrimitive::Float(t))
+    }
+
     impl Kernels for Flex {
         fn tanh_gelu<const D: usize>(x: Tensor<Self, D>, form: TanhGelu) -> Tensor<Self, D> {
             map(
@@ -143,6 +191,19 @@ mod flex {
 
         fn silu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
             map(x, silu, |x| x / (1.0 + (-x).exp()))
+        }
+
+        fn causal_scores(
+            scores: Tensor<Self, 4>,
+            scale: f64,
+            cap: Option<f64>,
+            window: Option<usize>,
+        ) -> Tensor<Self, 4> {
+            let [.., queries, keys] = scores.dims();
+            if cap.is_some() || queries != keys || scores.dtype() != burn_tensor::DType::F32 {
+                return super::generic_causal_scores(scores, scale, cap, window);
+            }
+            causal_scores(scores, scale, window)
         }
     }
 
@@ -183,8 +244,8 @@ mod flex {
             }
         }
 
-        /// The kernel flex runs agrees with the generic default (which `Autodiff<Flex>` keeps, for its gradient) on a
-        /// tensor, including a non-contiguous one.
+        /// The kernels flex runs agree with the generic defaults (which `Autodiff<Flex>` keeps, for its gradient),
+        /// on contiguous and strided tensors.
         #[test]
         fn flex_fuses_what_the_default_computes() {
             type B = Flex;
@@ -192,7 +253,7 @@ mod flex {
             let device = Default::default();
             let values: Vec<f32> = (0..96).map(|i| (i as f32 - 48.0) / 7.0).collect();
             let x = Tensor::<B, 1>::from_floats(values.as_slice(), &device).reshape([4, 24]);
-            for t in [x.clone(), x.swap_dims(0, 1)] {
+            for t in [x.clone(), x.clone().swap_dims(0, 1)] {
                 for form in [TanhGelu::New, TanhGelu::Fast] {
                     let fused = B::tanh_gelu(t.clone(), form).into_data();
                     let generic = Generic::tanh_gelu(Tensor::from_inner(t.clone()), form)
@@ -205,6 +266,17 @@ mod flex {
                     .inner()
                     .into_data();
                 fused.assert_approx_eq::<f32>(&generic, burn_tensor::Tolerance::absolute(1e-6));
+            }
+            let scores = x.reshape([2, 3, 4, 4]);
+            for s in [scores.clone(), scores.swap_dims(2, 3)] {
+                for window in [None, Some(2), Some(9)] {
+                    let fused = B::causal_scores(s.clone(), 0.7, None, window).into_data();
+                    let generic =
+                        Generic::causal_scores(Tensor::from_inner(s.clone()), 0.7, None, window)
+                            .inner()
+                            .into_data();
+                    fused.assert_eq(&generic, true);
+                }
             }
         }
     }
