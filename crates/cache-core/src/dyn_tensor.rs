@@ -18,6 +18,10 @@ use crate::error::{CacheError, Result};
 /// The physical rank behind every [`DynTensor`]; the highest logical rank it can hold.
 pub const MAX_RANK: usize = 6;
 
+/// A conversion of a physical tensor to another float precision: burn's `cast`, or a backend's own kernel
+/// ([`DynTensor::cast_with`], [`CacheHook::with_cast`](crate::CacheHook::with_cast)).
+pub type CastFn<B> = fn(Tensor<B, MAX_RANK>, burn_tensor::FloatDType) -> Tensor<B, MAX_RANK>;
+
 /// A float tensor of logical rank `0..=MAX_RANK`, with PyTorch-style negative axes and broadcasting.
 #[derive(Clone, Debug)]
 pub struct DynTensor<B: Backend> {
@@ -111,10 +115,15 @@ impl<B: Backend> DynTensor<B> {
 
     /// The tensor in another float precision (the values rounded to nearest even; no copy when it already is).
     pub fn cast(self, dtype: burn_tensor::FloatDType) -> Self {
+        self.cast_with(dtype, |t, dtype| t.cast(dtype))
+    }
+
+    /// [`cast`](Self::cast) through a given conversion (a backend's own kernel).
+    pub fn cast_with(self, dtype: burn_tensor::FloatDType, cast: CastFn<B>) -> Self {
         if self.inner.dtype() == burn_tensor::DType::from(dtype) {
             return self;
         }
-        self.map(|t| t.cast(dtype))
+        self.map(|t| cast(t, dtype))
     }
 
     /// The values as `f32`, row-major.

@@ -6,7 +6,7 @@ use burn_tensor::backend::Backend;
 use indexmap::IndexMap;
 
 use crate::cache_dtype::CacheDtype;
-use crate::dyn_tensor::DynTensor;
+use crate::dyn_tensor::{CastFn, DynTensor};
 use crate::error::{CacheError, Result};
 use crate::hook_point::HookPoint;
 use crate::hooks::Hook;
@@ -82,6 +82,8 @@ pub struct RunOptions {
 pub struct CacheHook<B: Backend> {
     options: RunOptions,
     entries: IndexMap<String, DynTensor<B>>,
+    /// How activations are converted to the cache's dtype: burn's `cast`, or the model's backend's own kernel.
+    cast: CastFn<B>,
 }
 
 impl<B: Backend> Hook<B> for CacheHook<B> {
@@ -132,7 +134,7 @@ impl<B: Backend> CacheHook<B> {
         let dtype = self.options.cache_dtype;
         if dtype != CacheDtype::F32 {
             dtype.check_backend::<B>(&t.device())?;
-            t = t.cast(dtype.float_dtype());
+            t = t.cast_with(dtype.float_dtype(), self.cast);
         }
         self.entries.insert(name, t);
         Ok(())
@@ -142,7 +144,13 @@ impl<B: Backend> CacheHook<B> {
         Self {
             options,
             entries: IndexMap::new(),
+            cast: |t, dtype| t.cast(dtype),
         }
+    }
+
+    /// The same hook, converting to the cache's dtype with `cast` (a backend's own kernel) instead of burn's.
+    pub fn with_cast(self, cast: CastFn<B>) -> Self {
+        Self { cast, ..self }
     }
 
     /// The options this cache runs with.

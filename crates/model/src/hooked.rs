@@ -137,7 +137,7 @@ impl<B: Kernels> HookedTransformer<B> {
             .stop_at_layer
             .map(|s| self.resolve_stop(s))
             .transpose()?;
-        let mut cache = CacheHook::new(options);
+        let mut cache = CacheHook::new(options).with_cast(|t, dtype| B::cast(t, dtype));
         let mut all_hooks: Vec<&mut dyn Hook<B>> = hooks.iter_mut().map(|h| reborrow(*h)).collect();
         all_hooks.push(&mut cache);
         let output = self.run(tokens, &mut Hooks::new(all_hooks), stop)?;
