@@ -103,6 +103,7 @@ impl<B: Backend> ActivationCache<B> {
             model: self.model.clone(),
             has_batch_dim,
             options,
+            kernels: self.kernels,
         })
     }
 
@@ -126,6 +127,7 @@ impl<B: Backend> ActivationCache<B> {
             model,
             has_batch_dim: self.has_batch_dim,
             options: self.options,
+            kernels: self.kernels,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result, closest};
 use crate::hook_names::CacheKey;
 use crate::hook_point::{BlockHook, HookPoint};
+use crate::kernels::CacheKernels;
 use crate::recorder::RunOptions;
 use crate::slice::Slice;
 use crate::weights::TransformerWeights;
@@ -32,6 +33,7 @@ pub struct ActivationCache<B: Backend> {
     pub(crate) model: Arc<ModelParams<B>>,
     pub(crate) has_batch_dim: bool,
     pub(crate) options: RunOptions,
+    pub(crate) kernels: CacheKernels<B>,
 }
 
 impl<B: Backend> ActivationCache<B> {
@@ -47,7 +49,13 @@ impl<B: Backend> ActivationCache<B> {
             model,
             has_batch_dim,
             options,
+            kernels: CacheKernels::default(),
         }
+    }
+
+    /// The same cache, running its hot passes (the norm's scale on a stack) with the backend's own kernels.
+    pub fn with_kernels(self, kernels: CacheKernels<B>) -> Self {
+        Self { kernels, ..self }
     }
 
     /// The activation under a key (`"blocks.0.attn.hook_pattern"`, `"pattern0"`, `("resid_pre", 1)`, ...).

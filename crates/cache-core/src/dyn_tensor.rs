@@ -14,13 +14,10 @@
 use burn_tensor::{Int, Shape, Tensor, TensorData, backend::Backend};
 
 use crate::error::{CacheError, Result};
+use crate::kernels::{CastFn, NormaliseFn};
 
 /// The physical rank behind every [`DynTensor`]; the highest logical rank it can hold.
 pub const MAX_RANK: usize = 6;
-
-/// A conversion of a physical tensor to another float precision: burn's `cast`, or a backend's own kernel
-/// ([`DynTensor::cast_with`], [`CacheHook::with_cast`](crate::CacheHook::with_cast)).
-pub type CastFn<B> = fn(Tensor<B, MAX_RANK>, burn_tensor::FloatDType) -> Tensor<B, MAX_RANK>;
 
 /// A float tensor of logical rank `0..=MAX_RANK`, with PyTorch-style negative axes and broadcasting.
 #[derive(Clone, Debug)]
@@ -399,6 +396,16 @@ impl<B: Backend> DynTensor<B> {
     #[allow(clippy::should_implement_trait)] // fallible (shapes are checked), so not `std::ops`
     pub fn sub(self, other: Self) -> Result<Self> {
         self.binary(other, |a, b| a - b)
+    }
+
+    /// `(self − mean) / scale` over the last axis (`self / scale` without `centre`) through a backend's kernel, with
+    /// `scale` broadcast as in [`div`](Self::div).
+    pub fn normalise(self, scale: Self, centre: bool, kernel: NormaliseFn<B>) -> Result<Self> {
+        let shape = Self::broadcast_shape(&self.shape(), &scale.shape())?;
+        Ok(Self {
+            inner: kernel(self.inner, scale.inner, centre),
+            rank: shape.len(),
+        })
     }
 
     /// Element-wise product with broadcasting.

@@ -97,10 +97,6 @@ impl<B: Backend> ActivationCache<B> {
         {
             return ln_final.forward_dyn(stack, self.cfg().eps);
         }
-        if norm.centers() {
-            let mean = stack.clone().mean_axis_keep(-1)?;
-            stack = stack.sub(mean)?;
-        }
         let (scale, key) = self.cached_scale(
             METHOD,
             layer,
@@ -109,7 +105,7 @@ impl<B: Backend> ActivationCache<B> {
             &args.batch_slice,
         )?;
         check_fits(METHOD, &stack, &scale, &key)?;
-        stack.div(scale)
+        stack.normalise(scale, norm.centers(), self.kernels.normalise)
     }
 
     /// The cached `hook_scale` of the norm in front of `layer` (`ln_final` for `n_layers`), pos- and batch-sliced.

@@ -6,10 +6,11 @@ use burn_tensor::backend::Backend;
 use indexmap::IndexMap;
 
 use crate::cache_dtype::CacheDtype;
-use crate::dyn_tensor::{CastFn, DynTensor};
+use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::hook_point::HookPoint;
 use crate::hooks::Hook;
+use crate::kernels::CacheKernels;
 use crate::slice::Slice;
 
 /// Which hooks a run keeps.
@@ -82,8 +83,8 @@ pub struct RunOptions {
 pub struct CacheHook<B: Backend> {
     options: RunOptions,
     entries: IndexMap<String, DynTensor<B>>,
-    /// How activations are converted to the cache's dtype: burn's `cast`, or the model's backend's own kernel.
-    cast: CastFn<B>,
+    /// The backend's kernels (the conversion to the cache's dtype).
+    kernels: CacheKernels<B>,
 }
 
 impl<B: Backend> Hook<B> for CacheHook<B> {
@@ -134,7 +135,7 @@ impl<B: Backend> CacheHook<B> {
         let dtype = self.options.cache_dtype;
         if dtype != CacheDtype::F32 {
             dtype.check_backend::<B>(&t.device())?;
-            t = t.cast_with(dtype.float_dtype(), self.cast);
+            t = t.cast_with(dtype.float_dtype(), self.kernels.cast);
         }
         self.entries.insert(name, t);
         Ok(())
@@ -144,13 +145,13 @@ impl<B: Backend> CacheHook<B> {
         Self {
             options,
             entries: IndexMap::new(),
-            cast: |t, dtype| t.cast(dtype),
+            kernels: CacheKernels::default(),
         }
     }
 
-    /// The same hook, converting to the cache's dtype with `cast` (a backend's own kernel) instead of burn's.
-    pub fn with_cast(self, cast: CastFn<B>) -> Self {
-        Self { cast, ..self }
+    /// The same hook with the backend's own kernels instead of burn's generic ops.
+    pub fn with_kernels(self, kernels: CacheKernels<B>) -> Self {
+        Self { kernels, ..self }
     }
 
     /// The options this cache runs with.

@@ -113,7 +113,7 @@ impl<B: Kernels> HookedTransformer<B> {
     /// The cache a caching hook kept, with the model's parameters.
     pub(crate) fn cache_of(&self, cache: CacheHook<B>) -> ActivationCache<B> {
         let (options, entries) = cache.into_entries();
-        ActivationCache::new(entries, self.params.clone(), options)
+        ActivationCache::new(entries, self.params.clone(), options).with_kernels(B::cache_kernels())
     }
 
     /// A run with `hooks` and then a caching hook: the output and what the caching hook kept.
@@ -137,7 +137,7 @@ impl<B: Kernels> HookedTransformer<B> {
             .stop_at_layer
             .map(|s| self.resolve_stop(s))
             .transpose()?;
-        let mut cache = CacheHook::new(options).with_cast(|t, dtype| B::cast(t, dtype));
+        let mut cache = CacheHook::new(options).with_kernels(B::cache_kernels());
         let mut all_hooks: Vec<&mut dyn Hook<B>> = hooks.iter_mut().map(|h| reborrow(*h)).collect();
         all_hooks.push(&mut cache);
         let output = self.run(tokens, &mut Hooks::new(all_hooks), stop)?;

@@ -8,6 +8,8 @@
 //! of arithmetic that the compiler vectorises. SiLU (Llama's gated MLP) is fused the same way.
 
 use burn_tensor::{FloatDType, Tensor, backend::Backend};
+use tlens_cache_core::CacheKernels;
+use tlens_cache_core::kernels::Physical;
 
 use crate::hooked::{causal_mask, soft_cap};
 
@@ -51,6 +53,21 @@ pub trait Kernels: Backend {
     /// its activations ([`RunOptions::cache_dtype`](tlens_cache_core::RunOptions::cache_dtype)).
     fn cast<const D: usize>(x: Tensor<Self, D>, dtype: FloatDType) -> Tensor<Self, D> {
         x.cast(dtype)
+    }
+
+    /// `(x − mean(x)) / scale` over the last axis (`x / scale` without `centre`): a norm's cached scale applied to a
+    /// stack of residual-stream components ([`ApplyLnToStack`](tlens_cache_core::ApplyLnToStack)).
+    fn normalise(x: Physical<Self>, scale: Physical<Self>, centre: bool) -> Physical<Self> {
+        tlens_cache_core::kernels::normalise(x, scale, centre)
+    }
+
+    /// These kernels as the functions an [`ActivationCache`](tlens_cache_core::ActivationCache) and its
+    /// [`CacheHook`](tlens_cache_core::CacheHook) call (cache-core knows no backend, so it cannot name this trait).
+    fn cache_kernels() -> CacheKernels<Self> {
+        CacheKernels {
+            cast: |x, dtype| Self::cast(x, dtype),
+            normalise: |x, scale, centre| Self::normalise(x, scale, centre),
+        }
     }
 
     /// Attention scores from `q·kᵀ` (`[batch, heads, pos, pos]`): divided by `scale`, soft-capped, and `−∞` where a
@@ -99,6 +116,8 @@ mod flex {
     use burn_flex::{Flex, FlexTensor, Layout};
     use burn_tensor::{Bytes, DType, Element, FloatDType, Tensor, TensorPrimitive};
     use half::slice::HalfFloatSliceExt;
+    use tlens_cache_core::dyn_tensor::MAX_RANK;
+    use tlens_cache_core::kernels::Physical;
 
     use super::{Kernels, TanhGelu};
 
@@ -205,6 +224,44 @@ mod flex {
         )
     }
 
+    /// A norm's scale on a stack in one pass per row, in place when the stack is not shared. burn-flex has no fast
+    /// path for a scale broadcast over the components axis (`[components, batch, pos, d_model] / [batch, pos, 1]`):
+    /// it walked the stack with a strided iterator, after a mean and a difference that each wrote a new buffer, 42% of
+    /// `compute_head_results` + `stack_head_results(apply_ln)` at 8×128. The mean is summed in f64.
+    ///
+    /// Only for f32, and a scale whose axes past its leading ones match the stack's ([`fits_rows`]).
+    fn normalise(x: Physical<Flex>, scale: Physical<Flex>, centre: bool) -> Physical<Flex> {
+        let width = x.dims()[MAX_RANK - 1];
+        let scale = scale.into_primitive().tensor().to_contiguous();
+        let scale: &[f32] = scale.storage();
+        let mut t = x.into_primitive().tensor().to_contiguous();
+        for (r, row) in t.storage_mut::<f32>().chunks_exact_mut(width).enumerate() {
+            let s = scale[r % scale.len()];
+            let mean = if centre {
+                (row.iter().map(|&v| v as f64).sum::<f64>() / width as f64) as f32
+            } else {
+                0.0
+            };
+            row.iter_mut().for_each(|v| *v = (*v - mean) / s);
+        }
+        Tensor::from_primitive(TensorPrimitive::Float(t))
+    }
+
+    /// Whether row `r` of `x` (over its last axis) takes element `r mod len` of `scale`: both f32, the scale's last
+    /// axis one, and its axes past its leading ones equal to the stack's.
+    fn fits_rows(x: &Physical<Flex>, scale: &Physical<Flex>) -> bool {
+        let (dims, scale_dims) = (x.dims(), scale.dims());
+        let last = MAX_RANK - 1;
+        let first = scale_dims[..last]
+            .iter()
+            .position(|&d| d != 1)
+            .unwrap_or(last);
+        scale_dims[last] == 1
+            && (first..last).all(|i| scale_dims[i] == dims[i])
+            && x.dtype() == DType::F32
+            && scale.dtype() == DType::F32
+    }
+
     impl Kernels for Flex {
         fn tanh_gelu<const D: usize>(x: Tensor<Self, D>, form: TanhGelu) -> Tensor<Self, D> {
             map(
@@ -224,10 +281,19 @@ mod flex {
                 (DType::F32, FloatDType::F16) => narrow::<half::f16>(t),
                 (DType::F32, FloatDType::BF16) => narrow::<half::bf16>(t),
                 _ => {
-                    return Tensor::<Self, D>::from_primitive(TensorPrimitive::Float(t)).cast(dtype);
+                    return Tensor::<Self, D>::from_primitive(TensorPrimitive::Float(t))
+                        .cast(dtype);
                 }
             };
             Tensor::from_primitive(TensorPrimitive::Float(out))
+        }
+
+        fn normalise(x: Physical<Self>, scale: Physical<Self>, centre: bool) -> Physical<Self> {
+            if fits_rows(&x, &scale) {
+                normalise(x, scale, centre)
+            } else {
+                tlens_cache_core::kernels::normalise(x, scale, centre)
+            }
         }
 
         fn causal_scores(
@@ -319,6 +385,26 @@ mod flex {
                     .map(half::bf16::from_f32)
                     .collect();
                 assert_eq!(fused.to_vec::<half::bf16>().unwrap(), expected);
+            }
+            let stack =
+                Tensor::<B, 1>::from_floats(values.as_slice(), &device).reshape([1, 1, 3, 2, 2, 8]);
+            let scale_values: Vec<f32> = (1..=4).map(|i| i as f32 / 3.0).collect();
+            let scale = Tensor::<B, 1>::from_floats(scale_values.as_slice(), &device);
+            for scale in [
+                scale.clone().reshape([1, 1, 1, 2, 2, 1]),
+                scale.narrow(0, 0, 2).reshape([1, 1, 1, 2, 1, 1]),
+            ] {
+                for centre in [true, false] {
+                    let fused = B::normalise(stack.clone(), scale.clone(), centre).into_data();
+                    let generic = Generic::normalise(
+                        Tensor::from_inner(stack.clone()),
+                        Tensor::from_inner(scale.clone()),
+                        centre,
+                    )
+                    .inner()
+                    .into_data();
+                    fused.assert_approx_eq::<f32>(&generic, burn_tensor::Tolerance::absolute(1e-6));
+                }
             }
             let scores = x.reshape([2, 3, 4, 4]);
             for s in [scores.clone(), scores.swap_dims(2, 3)] {
