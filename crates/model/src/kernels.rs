@@ -70,6 +70,19 @@ pub trait Kernels: Backend {
         }
     }
 
+    /// Rotary embeddings on `x` (`[batch, pos, heads, d_head]`) from the tables `sin` and `cos`
+    /// (`[1, pos, 1, rotary_dim]`): `x·cos + rotate_every_two(x)·sin` on the first `rotary_dim` dimensions of each
+    /// head, pairing adjacent dimensions (GPT-J) or the two halves (GPT-NeoX, Llama), as TransformerLens's
+    /// `apply_rotary`.
+    fn rotary(
+        x: Tensor<Self, 4>,
+        sin: &Tensor<Self, 4>,
+        cos: &Tensor<Self, 4>,
+        adjacent_pairs: bool,
+    ) -> Tensor<Self, 4> {
+        crate::rotary::rotate(x, sin, cos, adjacent_pairs)
+    }
+
     /// Attention scores from `q·kᵀ` (`[batch, heads, pos, pos]`): divided by `scale`, soft-capped, and `−∞` where a
     /// query may not see a key (later keys, and keys `window` or more positions back in a local layer), as
     /// TransformerLens's `calculate_attention_scores` and `apply_causal_mask`.
@@ -262,6 +275,42 @@ mod flex {
             && scale.dtype() == DType::F32
     }
 
+    /// Rotary embeddings in one pass over each head's vector: the same products and sum per element as the generic
+    /// version, so the same bits, without its slices, negation, concatenations and broadcast products (each a new
+    /// buffer, the products over heads through a strided iterator).
+    fn rotary(x: FlexTensor, sin: FlexTensor, cos: FlexTensor, adjacent_pairs: bool) -> FlexTensor {
+        let shape = x.layout().shape().clone();
+        let (positions, heads, d_head, dims) =
+            (shape[1], shape[2], shape[3], sin.layout().shape()[3]);
+        let (x, sin, cos) = (x.to_contiguous(), sin.to_contiguous(), cos.to_contiguous());
+        let (values, sin, cos): (&[f32], &[f32], &[f32]) =
+            (x.storage(), sin.storage(), cos.storage());
+        let half = dims / 2;
+        let mut out = values.to_vec();
+        for (r, (row, input)) in out
+            .chunks_exact_mut(d_head)
+            .zip(values.chunks_exact(d_head))
+            .enumerate()
+        {
+            let p = (r / heads) % positions;
+            let (sin, cos) = (&sin[p * dims..][..dims], &cos[p * dims..][..dims]);
+            for j in 0..dims {
+                let flipped = match (adjacent_pairs, j % 2 == 0, j < half) {
+                    (true, true, _) => -input[j + 1],
+                    (true, false, _) => input[j - 1],
+                    (false, _, true) => -input[j + half],
+                    (false, _, false) => input[j - half],
+                };
+                row[j] = input[j] * cos[j] + flipped * sin[j];
+            }
+        }
+        FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(shape),
+            DType::F32,
+        )
+    }
+
     impl Kernels for Flex {
         fn tanh_gelu<const D: usize>(x: Tensor<Self, D>, form: TanhGelu) -> Tensor<Self, D> {
             map(
@@ -294,6 +343,25 @@ mod flex {
             } else {
                 tlens_cache_core::kernels::normalise(x, scale, centre)
             }
+        }
+
+        fn rotary(
+            x: Tensor<Self, 4>,
+            sin: &Tensor<Self, 4>,
+            cos: &Tensor<Self, 4>,
+            adjacent_pairs: bool,
+        ) -> Tensor<Self, 4> {
+            if [x.dtype(), sin.dtype(), cos.dtype()] != [DType::F32; 3] {
+                return crate::rotary::rotate(x, sin, cos, adjacent_pairs);
+            }
+            let primitive = |t: Tensor<Self, 4>| t.into_primitive().tensor();
+            let out = rotary(
+                primitive(x),
+                primitive(sin.clone()),
+                primitive(cos.clone()),
+                adjacent_pairs,
+            );
+            Tensor::from_primitive(TensorPrimitive::Float(out))
         }
 
         fn causal_scores(
@@ -404,6 +472,27 @@ mod flex {
                     .inner()
                     .into_data();
                     fused.assert_approx_eq::<f32>(&generic, burn_tensor::Tolerance::absolute(1e-6));
+                }
+            }
+            // [batch 2, pos 3, heads 2, d_head 8], rotating all 8 dimensions or the first 4.
+            let heads = Tensor::<B, 1>::from_floats(&values[..96], &device).reshape([2, 3, 2, 8]);
+            for dims in [8, 4] {
+                let table = |f: fn(f32) -> f32| {
+                    let v: Vec<f32> = (0..3 * dims).map(|i| f(i as f32 / 5.0)).collect();
+                    Tensor::<B, 1>::from_floats(v.as_slice(), &device).reshape([1, 3, 1, dims])
+                };
+                let (sin, cos) = (table(f32::sin), table(f32::cos));
+                for adjacent in [true, false] {
+                    let fused = B::rotary(heads.clone(), &sin, &cos, adjacent).into_data();
+                    let generic = Generic::rotary(
+                        Tensor::from_inner(heads.clone()),
+                        &Tensor::from_inner(sin.clone()),
+                        &Tensor::from_inner(cos.clone()),
+                        adjacent,
+                    )
+                    .inner()
+                    .into_data();
+                    fused.assert_eq(&generic, true);
                 }
             }
             let scores = x.reshape([2, 3, 4, 4]);

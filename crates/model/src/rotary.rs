@@ -4,11 +4,12 @@
 use burn_tensor::{Tensor, TensorData, backend::Backend};
 use tlens_cache_core::HookedTransformerConfig;
 
+use crate::kernels::Kernels;
+
 /// The sine and cosine tables of one forward pass (`[1, positions, 1, rotary_dim]`), shared by every layer.
 pub(crate) struct Rotary<B: Backend> {
     sin: Tensor<B, 4>,
     cos: Tensor<B, 4>,
-    dims: usize,
     adjacent_pairs: bool,
 }
 
@@ -45,36 +46,49 @@ impl<B: Backend> Rotary<B> {
         Self {
             sin: table(sin),
             cos: table(cos),
-            dims,
             adjacent_pairs: cfg.rotary_adjacent_pairs,
         }
     }
+}
 
+impl<B: Kernels> Rotary<B> {
     /// Rotates the first `rotary_dim` dimensions of each head of `x` (`[batch, pos, heads, d_head]`).
     pub(crate) fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [batch, pos, heads, d_head] = x.dims();
-        let x_rot = x.clone().narrow(3, 0, self.dims);
-        let flipped = self.rotate_every_two(x_rot.clone());
-        let rotated = x_rot * self.cos.clone() + flipped * self.sin.clone();
-        if self.dims == d_head {
-            return rotated;
-        }
-        let x_pass = x.narrow(3, self.dims, d_head - self.dims);
-        Tensor::cat(vec![rotated, x_pass], 3).reshape([batch, pos, heads, d_head])
+        B::rotary(x, &self.sin, &self.cos, self.adjacent_pairs)
     }
+}
 
-    /// `[x0, x1] -> [-x1, x0]` for each rotated pair: adjacent elements (GPT-J) or the two halves (GPT-NeoX, Llama).
-    fn rotate_every_two(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [batch, pos, heads, dims] = x.dims();
-        if self.adjacent_pairs {
-            let pairs = x.reshape([batch * pos * heads, dims / 2, 2]);
-            let (even, odd) = (pairs.clone().narrow(2, 0, 1), pairs.narrow(2, 1, 1));
-            Tensor::cat(vec![-odd, even], 2).reshape([batch, pos, heads, dims])
-        } else {
-            let half = dims / 2;
-            let (first, second) = (x.clone().narrow(3, 0, half), x.narrow(3, half, half));
-            Tensor::cat(vec![-second, first], 3)
-        }
+/// [`Kernels::rotary`] in burn's generic ops, as TransformerLens's `apply_rotary`: `x·cos + rotate_every_two(x)·sin`
+/// on the first `rotary_dim` dimensions (the tables' width), the rest passed through.
+pub(crate) fn rotate<B: Backend>(
+    x: Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    adjacent_pairs: bool,
+) -> Tensor<B, 4> {
+    let [batch, pos, heads, d_head] = x.dims();
+    let dims = sin.dims()[3];
+    let x_rot = x.clone().narrow(3, 0, dims);
+    let flipped = rotate_every_two(x_rot.clone(), adjacent_pairs);
+    let rotated = x_rot * cos.clone() + flipped * sin.clone();
+    if dims == d_head {
+        return rotated;
+    }
+    let x_pass = x.narrow(3, dims, d_head - dims);
+    Tensor::cat(vec![rotated, x_pass], 3).reshape([batch, pos, heads, d_head])
+}
+
+/// `[x0, x1] -> [-x1, x0]` for each rotated pair: adjacent elements (GPT-J) or the two halves (GPT-NeoX, Llama).
+fn rotate_every_two<B: Backend>(x: Tensor<B, 4>, adjacent_pairs: bool) -> Tensor<B, 4> {
+    let [batch, pos, heads, dims] = x.dims();
+    if adjacent_pairs {
+        let pairs = x.reshape([batch * pos * heads, dims / 2, 2]);
+        let (even, odd) = (pairs.clone().narrow(2, 0, 1), pairs.narrow(2, 1, 1));
+        Tensor::cat(vec![-odd, even], 2).reshape([batch, pos, heads, dims])
+    } else {
+        let half = dims / 2;
+        let (first, second) = (x.clone().narrow(3, 0, half), x.narrow(3, half, half));
+        Tensor::cat(vec![-second, first], 3)
     }
 }
 
