@@ -160,12 +160,6 @@ open(os.path.join(out, "build-version"), "w").write("2.9.0\n")
 fn parity(args: &[String]) -> Result<(), String> {
     check_args("parity", args, &["--features", "--out"])?;
     let features = flag(args, "--features").unwrap_or("ndarray").to_string();
-    let model = flag(args, "--model").unwrap_or("gpt2-small").to_string();
-    if tlens::bench::BenchModel::from_name(&model).is_none() {
-        return Err(format!(
-            "bench: unknown --model `{model}`; models: gpt2-small, llama-3.2-1b"
-        ));
-    }
     let backends = backend_list(&features);
     let built = build_with_backends("tlens", false, &features, &backends)?;
     let out_dir = root().join("target/parity");
