@@ -377,7 +377,7 @@ impl<B: Backend> DynTensor<B> {
     fn binary(
         self,
         other: Self,
-        op: fn(Tensor<B, MAX_RANK>, Tensor<B, MAX_RANK>) -> Tensor<B, MAX_RANK>,
+        op: impl FnOnce(Tensor<B, MAX_RANK>, Tensor<B, MAX_RANK>) -> Tensor<B, MAX_RANK>,
     ) -> Result<Self> {
         let shape = Self::broadcast_shape(&self.shape(), &other.shape())?;
         Ok(Self {
@@ -401,11 +401,7 @@ impl<B: Backend> DynTensor<B> {
     /// `(self − mean) / scale` over the last axis (`self / scale` without `centre`) through a backend's kernel, with
     /// `scale` broadcast as in [`div`](Self::div).
     pub fn normalise(self, scale: Self, centre: bool, kernel: NormaliseFn<B>) -> Result<Self> {
-        let shape = Self::broadcast_shape(&self.shape(), &scale.shape())?;
-        Ok(Self {
-            inner: kernel(self.inner, scale.inner, centre),
-            rank: shape.len(),
-        })
+        self.binary(scale, |x, scale| kernel(x, scale, centre))
     }
 
     /// Element-wise product with broadcasting.
