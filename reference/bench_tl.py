@@ -2,9 +2,9 @@
 
 `bench_tl.py CASE BATCH POS REPS [MODEL]` runs one case on a GPT-2-small-shaped HookedTransformer (MODEL
 `gpt2-small`, the default; LNPre as after fold_ln) or a Llama-3.2-1B-shaped one (`llama-3.2-1b`; RMSPre; the config of
-TransformerLens's `meta-llama/Llama-3.2-1B` entry, n_ctx 2048), random weights, torch CPU, fp32, TLENS_BENCH_THREADS
-threads, and prints one JSON line with the fields tlens-bench
-prints. The calls mirror src/bench.rs case by case.
+TransformerLens's `meta-llama/Llama-3.2-1B` entry, n_ctx 2048), random weights, torch CPU, fp32 (`forward_bf16` and
+`forward_f16`: the model in that dtype), TLENS_BENCH_THREADS threads, and prints one JSON line with the fields
+tlens-bench prints. The calls mirror src/bench.rs case by case.
 """
 
 import json
@@ -18,11 +18,14 @@ import torch
 from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
 
 
-def config(model):
+HALF = {"forward_bf16": torch.bfloat16, "forward_f16": torch.float16}
+
+
+def config(model, dtype=torch.float32):
     if model == "gpt2-small":
         return HookedTransformerConfig(
             n_layers=12, d_model=768, n_ctx=1024, d_head=64, n_heads=12, d_mlp=3072, d_vocab=50257,
-            act_fn="gelu_new", normalization_type="LNPre", device="cpu", seed=0,
+            act_fn="gelu_new", normalization_type="LNPre", device="cpu", seed=0, dtype=dtype,
         )
     if model == "llama-3.2-1b":
         return HookedTransformerConfig(
@@ -30,7 +33,7 @@ def config(model):
             d_vocab=128256, act_fn="silu", normalization_type="RMSPre", positional_embedding_type="rotary",
             rotary_dim=64, rotary_adjacent_pairs=False, rotary_base=500000.0, final_rms=True, gated_mlp=True,
             use_NTK_by_parts_rope=True, NTK_by_parts_factor=32.0, NTK_by_parts_low_freq_factor=1.0,
-            NTK_by_parts_high_freq_factor=4.0, NTK_original_ctx_len=8192, device="cpu", seed=0,
+            NTK_by_parts_high_freq_factor=4.0, NTK_original_ctx_len=8192, device="cpu", seed=0, dtype=dtype,
         )
     raise SystemExit(f"error: unknown model {model}")
 
@@ -65,13 +68,13 @@ def main():
     model_name = sys.argv[5] if len(sys.argv) > 5 else "gpt2-small"
     torch.set_num_threads(int(os.environ.get("TLENS_BENCH_THREADS", "2")))
     torch.set_grad_enabled(False)
-    cfg = config(model_name)
+    cfg = config(model_name, HALF.get(case, torch.float32))
     model = HookedTransformer(cfg)
     model.eval()
     vocab = cfg.d_vocab
     tokens = torch.tensor([[(b * 7919 + p * 104729 + 13) % vocab for p in range(pos)] for b in range(batch)])
     seconds, cache_bytes = [], 0
-    if case == "forward":
+    if case == "forward" or case in HALF:
         for _ in range(reps):
             start = time.perf_counter()
             model(tokens)

@@ -121,13 +121,15 @@ TL_TOKENS = [[0, 5, 17, 3, 42, 8], [0, 11, 2, 49, 30, 7]]
 # plans
 # ----------------------------------------------------------------------------------------------------------------------
 
-def plan(model, tokens, calls=None, processing=None, run=None, comment=None):
+def plan(model, tokens, calls=None, processing=None, run=None, comment=None, dtype=None):
     p = {}
     if comment:
         p["comment"] = comment
     p["model"] = model
     if processing is not None:
         p["processing"] = processing
+    if dtype is not None:
+        p["dtype"] = dtype
     p["tokens"] = tokens
     if run is not None:
         p["run"] = run
@@ -866,6 +868,26 @@ def build_plans():
                                             comment="apply_slice_to_batch_dim (range, indices, int) then calls")
     plans["gpt2-tiny.methods-batchless"] = plan(HF, T["one"], calls=gpt2_batchless_calls(T),
                                                 comment="remove_batch_dim on a batch-1 cache, then calls")
+
+    # ---- computing in half precision: from_pretrained(dtype=...); compared with the half-precision tolerance ------
+    for dtype in ("bf16", "f16"):
+        plans[f"gpt2-tiny.dtype-{dtype}"] = plan(
+            HF, M, dtype=dtype, calls=gpt2_dla_calls(T),
+            comment=f"the model in {dtype} (norms in f32), cached in {dtype}; methods upcast to f32")
+    plans["gpt2-tiny.dtype-bf16-proc-none"] = plan(
+        HF, M, dtype="bf16", processing=ALL_OFF,
+        calls=[call("acc_ln", "accumulated_resid", incl_mid=True, apply_ln=True, pos_slice=-1, return_labels=True),
+               call("recompute", "apply_ln_to_stack", residual_stack=ref("acc_ln"), recompute_ln=True, pos_slice=-1)],
+        comment="bf16 without processing: LayerNorm's own bf16 weight and bias after the f32 normalisation")
+    llama_tokens = [[0, 294, 298, 265, 290, 284, 261, 260], [0, 294, 291, 265, 293, 284, 261, 260]]
+    plans["hf-llama.dtype-bf16"] = plan(
+        {"hf": "../models/hf-llama"}, llama_tokens, dtype="bf16",
+        calls=[call("acc_ln_pos-1", "accumulated_resid", incl_mid=True, apply_ln=True, pos_slice=-1,
+                    return_labels=True),
+               call("shr_ln_pos-1", "stack_head_results", apply_ln=True, pos_slice=-1, return_labels=True),
+               call("la_pair", "logit_attrs", residual_stack=ref("acc_ln_pos-1"), tokens=ten([290, 293]),
+                    incorrect_tokens=ten([298, 291]), pos_slice=-1)],
+        comment="hf-llama in bf16: rotary tables cast to bf16, RMS norms in f32, gated SiLU MLP, grouped-query attention")
 
     common = {n: tl_common_calls(40 if n == "tl-ln-relu" else 50, 32, 70 + i) for i, n in enumerate(TL_NAMES)}
     plans["tl-attnonly.methods"] = plan(tl("tl-attnonly"), TL_TOKENS, calls=tl_attnonly_calls(),

@@ -89,29 +89,42 @@ def processing_flags(plan: dict, default: bool) -> dict:
     return {k: bool(proc.get(k, default)) for k in PROCESSING_FLAGS}
 
 
+PLAN_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def plan_dtype(plan: dict) -> torch.dtype:
+    """plan.dtype: the `dtype` the model is loaded in, as `from_pretrained(dtype=...)`."""
+    name = plan.get("dtype", "f32")
+    if name not in PLAN_DTYPES:
+        raise PlanError(f"plan.dtype must be one of {sorted(PLAN_DTYPES)}, not {name!r}")
+    return PLAN_DTYPES[name]
+
+
 def hf_architecture(model_dir: Path) -> str:
     cfg = json.loads((model_dir / "config.json").read_text())
     archs = cfg.get("architectures") or []
     return archs[0] if archs else ""
 
 
-def load_hf_model(model_dir: Path, flags: dict):
+def load_hf_model(model_dir: Path, flags: dict, dtype: torch.dtype = torch.float32):
     """Mirror HookedTransformer.from_pretrained for a local Hugging Face folder (no hub access).
 
     GPT-2 folders take the original GPT-2-only path below (unchanged, so the gpt2-tiny goldens stay byte-identical);
     every other architecture goes through load_hf_family_model.
     """
     if hf_architecture(model_dir) != "GPT2LMHeadModel":
-        return load_hf_family_model(model_dir, flags)
-    return load_gpt2_model(model_dir, flags)
+        return load_hf_family_model(model_dir, flags, dtype)
+    return load_gpt2_model(model_dir, flags, dtype)
 
 
-def load_gpt2_model(model_dir: Path, flags: dict):
+def load_gpt2_model(model_dir: Path, flags: dict, dtype: torch.dtype = torch.float32):
     """Mirror HookedTransformer.from_pretrained for a local GPT-2 folder (no hub access).
 
     from_pretrained = get_pretrained_model_config -> convert_gpt2_weights (via get_pretrained_state_dict) ->
     HookedTransformer(cfg, tokenizer=None, move_to_device=False) -> load_and_process_state_dict. The HF weights are
-    loaded upcast to float32 whatever their stored dtype; the model always runs in float32.
+    loaded upcast to float32 whatever their stored dtype; the model runs in plan.dtype (float32 unless the plan says
+    otherwise): as from_pretrained(dtype=...), the state dict is cast to it and load_and_process_state_dict processes
+    it in float32 and casts it back.
     """
     from transformer_lens import HookedTransformer
     from transformer_lens import loading_from_pretrained as loading
@@ -121,12 +134,12 @@ def load_gpt2_model(model_dir: Path, flags: dict):
     hf_model = GPT2LMHeadModel.from_pretrained(str(model_dir), dtype=torch.float32)
     hf_model.eval()
     cfg = loading.get_pretrained_model_config(
-        str(model_dir), fold_ln=flags["fold_ln"], device="cpu", dtype=torch.float32
+        str(model_dir), fold_ln=flags["fold_ln"], device="cpu", dtype=dtype
     )
     if cfg.original_architecture != "GPT2LMHeadModel":
         raise PlanError(f"{model_dir}: not a GPT-2 model ({cfg.original_architecture})")
     state_dict = convert_gpt2_weights(hf_model, cfg)
-    state_dict = {k: v.detach().to(torch.float32) for k, v in state_dict.items()}
+    state_dict = {k: v.detach().to(dtype) for k, v in state_dict.items()}
     has_tokenizer = (model_dir / "tokenizer.json").exists() or (model_dir / "vocab.json").exists()
     if not has_tokenizer:
         cfg.tokenizer_name = None
@@ -196,7 +209,7 @@ def gemma_cfg_dict(hf_config, architecture: str, name: str) -> dict:
     return d
 
 
-def load_hf_family_model(model_dir: Path, flags: dict):
+def load_hf_family_model(model_dir: Path, flags: dict, dtype: torch.dtype = torch.float32):
     """HookedTransformer.from_pretrained(official_name, hf_model=AutoModelForCausalLM.from_pretrained(DIR)) without
     the hub, for every architecture TL 3.9 converts (Llama, Mistral, Qwen2, Qwen3, GPT-NeoX, Phi-3, Gemma, Gemma 2).
 
@@ -239,7 +252,7 @@ def load_hf_family_model(model_dir: Path, flags: dict):
         neutral = tmp / "model"
         shutil.copytree(model_dir, neutral)
         name = str(neutral)
-        cfg_kwargs = dict(hf_cfg=hf_cfg, fold_ln=flags["fold_ln"], device="cpu", dtype=torch.float32)
+        cfg_kwargs = dict(hf_cfg=hf_cfg, fold_ln=flags["fold_ln"], device="cpu", dtype=dtype)
         if architecture in GEMMA_ARCHITECTURES:
             cfg_dict = gemma_cfg_dict(hf_model.config, architecture, name)
             original = loading.convert_hf_model_config
@@ -261,7 +274,7 @@ def load_hf_family_model(model_dir: Path, flags: dict):
             flags["center_unembed"] = False
 
         state_dict = loading.get_pretrained_state_dict(name, cfg, hf_model, dtype=torch.float32)
-        state_dict = {k: v.detach().to(torch.float32) for k, v in state_dict.items()}
+        state_dict = {k: v.detach().to(dtype) for k, v in state_dict.items()}
         model = HookedTransformer(cfg, None, move_to_device=False)
         model.load_and_process_state_dict(state_dict, refactor_factored_attn_matrices=False, **flags)
         model.eval()
@@ -270,18 +283,18 @@ def load_hf_family_model(model_dir: Path, flags: dict):
     return model
 
 
-def load_tl_model(spec: dict, base: Path, flags: dict):
+def load_tl_model(spec: dict, base: Path, flags: dict, dtype: torch.dtype = torch.float32):
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg_json = json.loads((base / spec["config"]).read_text())
     cfg_json = dict(cfg_json)
     cfg_json["device"] = "cpu"
-    cfg_json["dtype"] = torch.float32
+    cfg_json["dtype"] = dtype
     cfg = HookedTransformerConfig(**cfg_json)
     torch.manual_seed(0)
     model = HookedTransformer(cfg, None, move_to_device=False)
-    state_dict = {k: v.to(torch.float32) for k, v in load_file(str(base / spec["weights"])).items()}
+    state_dict = {k: v.to(dtype) for k, v in load_file(str(base / spec["weights"])).items()}
     model.load_and_process_state_dict(state_dict, refactor_factored_attn_matrices=False, **flags)
     model.eval()
     return model
@@ -291,10 +304,11 @@ def load_model(plan: dict, base: Path):
     spec = plan.get("model")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise PlanError("plan.model must be exactly one of {'hf': DIR} or {'tl': {...}}")
+    dtype = plan_dtype(plan)
     if "hf" in spec:
-        return load_hf_model(base / spec["hf"], processing_flags(plan, True))
+        return load_hf_model(base / spec["hf"], processing_flags(plan, True), dtype)
     if "tl" in spec:
-        return load_tl_model(spec["tl"], base, processing_flags(plan, False))
+        return load_tl_model(spec["tl"], base, processing_flags(plan, False), dtype)
     raise PlanError(f"unknown model kind {list(spec)}")
 
 

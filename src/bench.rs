@@ -12,8 +12,8 @@ use burn_tensor::backend::Backend;
 use serde::Serialize;
 use tlens_cache_core::testing::random_params_for;
 use tlens_cache_core::{
-    AccumulatedResid, ActFn, ActivationCache, CacheDtype, DecomposeResid,
-    GetFullResidDecomposition, HookedTransformerConfig, LogitAttrs, RunOptions, Slice,
+    AccumulatedResid, ActFn, ActivationCache, DecomposeResid, GetFullResidDecomposition,
+    HookedTransformerConfig, LogitAttrs, ModelParams, Precision, RunOptions, Slice,
     StackHeadResults, StackNeuronResults, TokenIds,
 };
 use tlens_model::patching::{LogitDiff, PATCHES_PER_PASS, PatchSweep};
@@ -44,6 +44,10 @@ pub const CAUSAL_CASES: [&str; 2] = ["patch_head_out_by_pos", "grad_run"];
 /// `run_with_cache` with the cache kept in half precision ([`RunOptions::cache_dtype`]), run only when named: on
 /// backends that store f16 and bf16 (not ndarray), and with no TransformerLens counterpart.
 pub const HALF_CACHE_CASES: [&str; 2] = ["run_with_cache_f16", "run_with_cache_bf16"];
+
+/// A forward pass of the model in half precision (`Processing::dtype`), run only when named: on backends that compute
+/// in f16 and bf16 (flex, tch, cuda).
+pub const HALF_COMPUTE_CASES: [&str; 2] = ["forward_f16", "forward_bf16"];
 
 /// The model shapes the benchmark runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +155,13 @@ impl BackendTask for BenchCase {
     type Output = Result<BenchResult>;
 
     fn run<B: Kernels>(self, device: burn_tensor::Device<B>) -> Result<BenchResult> {
-        let known = [&CASES[..], &CAUSAL_CASES, &HALF_CACHE_CASES].concat();
+        let known = [
+            &CASES[..],
+            &CAUSAL_CASES,
+            &HALF_CACHE_CASES,
+            &HALF_COMPUTE_CASES,
+        ]
+        .concat();
         if !known.contains(&self.case.as_str()) {
             return Err(TlensError::Backend(format!(
                 "unknown bench case `{}`; cases: {}",
@@ -164,9 +174,18 @@ impl BackendTask for BenchCase {
                 "batch, pos and reps must be at least 1".into(),
             ));
         }
-        let params = random_params_for::<B>(self.model.config(), 0x5eed, 0.02, &device);
-        let vocab = params.cfg.d_vocab;
-        let model = HookedTransformer::new(params.cfg, params.weights)?;
+        let (case, dtype) = match self.case.strip_prefix("forward_") {
+            Some(dtype) => ("forward", dtype.parse().map_err(TlensError::Backend)?),
+            None => (self.case.as_str(), Precision::F32),
+        };
+        dtype.check_compute::<B>(&device)?;
+        let ModelParams { cfg, weights } =
+            random_params_for::<B>(self.model.config(), 0x5eed, 0.02, &device);
+        let vocab = cfg.d_vocab;
+        let cast = weights.cast(dtype.float_dtype());
+        // A model loaded in half precision keeps no f32 weights.
+        drop(weights);
+        let model = HookedTransformer::new(cfg, cast)?;
         // Token ids from a fixed LCG, below the vocabulary.
         let rows: Vec<Vec<u32>> = (0..self.batch)
             .map(|b| {
@@ -178,7 +197,7 @@ impl BackendTask for BenchCase {
         let tokens = TokenBatch::new(&rows)?;
         let mut seconds = Vec::with_capacity(self.reps);
         let mut cache_bytes = 0;
-        match self.case.as_str() {
+        match case {
             "forward" => {
                 for _ in 0..self.reps {
                     let start = Instant::now();
@@ -216,7 +235,8 @@ impl BackendTask for BenchCase {
                 let options = RunOptions {
                     cache_dtype: case
                         .strip_prefix("run_with_cache_")
-                        .map_or(Ok(CacheDtype::F32), str::parse)
+                        .map(str::parse)
+                        .transpose()
                         .map_err(TlensError::Backend)?,
                     ..RunOptions::default()
                 };

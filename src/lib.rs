@@ -28,8 +28,8 @@ pub mod report;
 
 pub use error::{Result, TlensError};
 pub use tlens_cache_core::{
-    self as cache_core, ActivationCache, BlockHook, CacheDtype, CacheError, CacheKey, DynTensor,
-    FnHook, Hook, HookPoint, HookedTransformerConfig, NamesFilter, RunOptions, Slice, get_act_name,
+    self as cache_core, ActivationCache, BlockHook, CacheError, CacheKey, DynTensor, FnHook, Hook,
+    HookPoint, HookedTransformerConfig, NamesFilter, Precision, RunOptions, Slice, get_act_name,
 };
 pub use tlens_model::{
     self as model, HookedTransformer, Intervention, LoadedModel, ModelError, Op, Processing,

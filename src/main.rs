@@ -25,7 +25,7 @@ use tlens::output::check_output;
 use tlens::plan::EvalPlan;
 use tlens::report::{ReportArgs, STEPS, build_report};
 use tlens::{
-    CacheDtype, Hook, LoadedModel, NamesFilter, Processing, Result, RunOptions, TlensError,
+    Hook, LoadedModel, NamesFilter, Precision, Processing, Result, RunOptions, TlensError,
     TokenBatch, embedded, load_folder,
 };
 
@@ -154,7 +154,7 @@ struct HarvestCmd {
     max_tokens: Option<u64>,
     /// How activations are stored (bf16 as uint16 bits: Arrow has no bfloat16).
     #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
-    dtype: CacheDtype,
+    dtype: Precision,
     /// This machine's part, K/N: shards K, K+N, K+2N, ... (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).
     #[arg(long, default_value = "0/1", value_name = "K/N")]
     shard: ShardOf,
@@ -184,6 +184,10 @@ struct Input {
     /// A JSON file of token ids instead of a prompt: a list of ids, or a list of equal-length lists (a batch).
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
+    /// The precision the model is loaded and run in, as TransformerLens's `dtype` (norms still compute in f32). f16
+    /// and bf16 halve the weights; not on ndarray.
+    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    dtype: Precision,
 }
 
 /// Interventions applied during the run, before caching.
@@ -265,9 +269,10 @@ struct RunArgs {
     #[arg(long = "hook", value_name = "NAME")]
     hooks: Vec<String>,
     /// The precision the cache is kept in while the run lasts (f16 and bf16 halve it; not on ndarray). The file is
-    /// written as f32.
-    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
-    cache_dtype: CacheDtype,
+    /// written as f32. Default: each activation as computed (f32, or the model's --dtype except the norms' scale and
+    /// normalized values, which are f32), as TransformerLens.
+    #[arg(long, value_name = "f32|f16|bf16")]
+    cache_dtype: Option<Precision>,
     #[command(flatten)]
     ops: HookOps,
     /// How many predictions to print.
@@ -449,17 +454,24 @@ fn load<B: Backend>(
     budget: &mut MemoryBudget,
 ) -> Result<(LoadedModel<B>, String)> {
     let bar = spinner("loading the model");
+    let processing = Processing {
+        dtype: input.dtype,
+        ..Processing::default()
+    };
     let loaded = match &input.model {
         Some(dir) => {
             budget.reserve_weights(tlens::model::loading::weight_bytes(dir)?)?;
             (
-                load_folder::<B>(dir, Processing::default(), device)?,
+                load_folder::<B>(dir, processing, device)?,
                 dir.display().to_string(),
             )
         }
         None => {
             budget.reserve_weights(embedded::WEIGHT_BYTES)?;
-            (embedded::model::<B>(device)?, embedded::NAME.to_string())
+            (
+                embedded::induction_with::<B>(processing, device)?,
+                embedded::NAME.to_string(),
+            )
         }
     };
     bar.finish_and_clear();
@@ -679,6 +691,7 @@ impl BackendTask for PatchCmd {
             model: self.model.clone(),
             prompt: Some(prompt.to_string()),
             tokens: None,
+            dtype: Precision::F32,
         };
         let (loaded, name) = load::<B>(&input(&self.clean), &device, &mut self.budget)?;
         let clean = tokens(&input(&self.clean), &loaded)?;
@@ -1020,6 +1033,7 @@ impl BackendTask for HarvestCmd {
             model: self.model.clone(),
             prompt: None,
             tokens: None,
+            dtype: Precision::F32,
         };
         let (loaded, name) = load::<B>(&input, &device, &mut self.budget)?;
         let args = HarvestArgs {

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use tlens_cache_core::{
-    HookPoint, HookedTransformerConfig, NamesFilter, RunOptions, hook_point::hook_points,
+    HookPoint, HookedTransformerConfig, NamesFilter, Precision, RunOptions, hook_point::hook_points,
 };
 
 use crate::error::{Result, TlensError};
@@ -156,8 +156,8 @@ fn cache_values(
         })
 }
 
-/// The bytes a cache of `batch × positions` holds: every hook the options keep, in their `cache_dtype`. `None` on
-/// overflow.
+/// The bytes a cache of `batch × positions` holds: every hook the options keep, in their `cache_dtype` (f32 when
+/// activations are kept as computed: the most they can take). `None` on overflow.
 pub fn cache_bytes(
     cfg: &HookedTransformerConfig,
     batch: usize,
@@ -165,7 +165,7 @@ pub fn cache_bytes(
     options: &RunOptions,
 ) -> Option<u64> {
     cache_values(cfg, batch, positions, &options.names_filter)?
-        .checked_mul(options.cache_dtype.size() as u64)
+        .checked_mul(options.cache_dtype.map_or(4, Precision::size) as u64)
 }
 
 /// The bytes (f32) a forward pass of `batch × positions` works in at its peak besides any cache: one layer's

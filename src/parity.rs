@@ -1,20 +1,25 @@
 //! Comparing two plan outputs (tlens against a TransformerLens golden, or one backend against another), element by
-//! element with `|a − b| ≤ atol + rtol·|b|`, as plan-format.md defines agreement.
+//! element with `|a − b| ≤ atol + rtol·|b|`, as plan-format.md defines agreement; a model run in half precision
+//! (a plan's `dtype`) is compared with a bound in units of that precision ([`Tolerance::for_precision`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 
+use crate::Precision;
 use crate::error::{Result, TlensError};
 
-/// Tolerances of a comparison.
-#[derive(Clone, Copy, Debug)]
+/// Tolerances of a comparison: an element agrees when `|a − b| ≤ atol + rtol·|b| + of_max·max(1, max|b|)`, where
+/// `max|b|` is the largest finite magnitude in the reference tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
     /// Absolute tolerance.
     pub atol: f64,
     /// Relative tolerance (relative to the reference value).
     pub rtol: f64,
+    /// Tolerance relative to the reference tensor's largest magnitude, or to 1 if that is smaller.
+    pub of_max: f64,
 }
 
 impl Tolerance {
@@ -22,7 +27,46 @@ impl Tolerance {
     pub const F32: Tolerance = Tolerance {
         atol: 1e-5,
         rtol: 1e-4,
+        of_max: 0.0,
     };
+
+    /// The tolerance for a model run in `precision`: [`Tolerance::F32`] for f32; for f16 and bf16, four units in the
+    /// last place at the tensor's largest magnitude, `|a − b| ≤ 4·ε·max(1, max|b|)` (ε = 2⁻⁸ for bf16, 2⁻¹¹ for f16).
+    ///
+    /// Both sides round the same operations the same way, but a matrix product summed in another order can land on
+    /// the other side of a rounding boundary, and the next layers carry that ulp along: elsewhere the values are
+    /// equal bit for bit. Near zero (a logit, a centred stream) one ulp of the tensor's scale is far more than one ulp
+    /// of the value, hence a bound on the tensor's scale rather than on each element; and a result that cancels (a
+    /// logit difference of 0.06 made of normalised components of size 1) carries the error of its inputs, hence the
+    /// floor of 1, the scale of a normalised stream.
+    pub fn for_precision(precision: Precision) -> Tolerance {
+        let epsilon = match precision {
+            Precision::F32 => return Tolerance::F32,
+            Precision::F16 => 2f64.powi(-11),
+            Precision::Bf16 => 2f64.powi(-8),
+        };
+        Tolerance {
+            atol: 0.0,
+            rtol: 0.0,
+            of_max: 4.0 * epsilon,
+        }
+    }
+}
+
+impl std::fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut terms = Vec::new();
+        if self.atol > 0.0 {
+            terms.push(format!("{:e}", self.atol));
+        }
+        if self.rtol > 0.0 {
+            terms.push(format!("{:e}·|b|", self.rtol));
+        }
+        if self.of_max > 0.0 {
+            terms.push(format!("{:e}·max(1, max|b|)", self.of_max));
+        }
+        write!(f, "|a − b| ≤ {}", terms.join(" + "))
+    }
 }
 
 /// A plan output read back: tensors as f64 with shapes, and metadata.
@@ -177,12 +221,17 @@ fn diff_values(name: &str, a: &[f64], b: &[f64], tol: Tolerance) -> TensorDiff {
         max_rel: 0.0,
         failures: 0,
     };
+    let scale = b
+        .iter()
+        .filter(|y| y.is_finite())
+        .fold(0.0, |m: f64, y| m.max(y.abs()));
+    let atol = tol.atol + tol.of_max * scale.max(1.0);
     for (&x, &y) in a.iter().zip(b) {
         if x == y || (x.is_nan() && y.is_nan()) {
             continue;
         }
         let abs = (x - y).abs();
-        if abs.is_nan() || abs > tol.atol + tol.rtol * y.abs() {
+        if abs.is_nan() || abs > atol + tol.rtol * y.abs() {
             d.failures += 1;
         }
         d.max_abs = d

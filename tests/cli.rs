@@ -100,10 +100,40 @@ fn run_keeps_a_half_precision_cache_on_request() {
     ]);
     let stderr = String::from_utf8_lossy(&nd.stderr);
     assert_eq!(nd.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot store f16 tensors"), "{stderr}");
+    assert!(stderr.contains("cannot store f16"), "{stderr}");
     let bad = tlens(&["run", "--cache-dtype", "f8"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a precision (f32, f16 or bf16)"));
     let _ = (std::fs::remove_file(full), std::fs::remove_file(half));
+}
+
+/// `--dtype bf16` runs the model in bf16 (flex, the default backend, computes in it): the cached stream then holds
+/// bf16 values, the norms' scale stays f32, and `lens` works on it. ndarray cannot compute in bf16: one error line.
+#[test]
+fn run_and_lens_compute_in_bf16_on_request() {
+    let out = temp("bf16-model.safetensors");
+    let model = ["--model", "tests/models/gpt2-tiny", "--dtype", "bf16"];
+    ok(&[&["run"][..], &model, &["--out", out.to_str().unwrap()]].concat());
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let values = |name: &str| -> Vec<f32> {
+        st.tensor(name)
+            .unwrap()
+            .data()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let resid = values("blocks.1.hook_resid_post");
+    assert!(resid.iter().all(|&v| half::bf16::from_f32(v).to_f32() == v));
+    let scale = values("blocks.1.ln1.hook_scale");
+    assert!(scale.iter().any(|&v| half::bf16::from_f32(v).to_f32() != v));
+    ok(&[&["lens"][..], &model].concat());
+    let nd = tlens(&[&["run", "--backend", "ndarray"][..], &model].concat());
+    let stderr = String::from_utf8_lossy(&nd.stderr);
+    assert_eq!(nd.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot compute in bf16"), "{stderr}");
+    let _ = std::fs::remove_file(out);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use tlens::harvest::manifest::{MANIFEST_FILE, Manifest, ShardOf};
 use tlens::harvest::windows::Packer;
 use tlens::harvest::{HarvestArgs, HarvestError, harvest};
 use tlens::memory::MemoryBudget;
-use tlens::{CacheDtype, NamesFilter, RunOptions, TlensError, TokenBatch};
+use tlens::{NamesFilter, Precision, RunOptions, TlensError, TokenBatch};
 
 const MODEL: &str = "tests/models/gpt2-tiny";
 const HOOKS: [&str; 2] = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_pattern"];
@@ -211,7 +211,7 @@ fn rows_are_the_activations_of_saelens_packed_windows() {
         context_size: 16,
         batch_size: 3,
         max_tokens: None,
-        dtype: CacheDtype::F32,
+        dtype: Precision::F32,
         out: dir.join("out"),
         shard: ShardOf::default(),
         shard_size: Some(9),
@@ -566,7 +566,7 @@ fn bad_requests_are_refused_in_one_line() {
         context_size: 16,
         batch_size: 2,
         max_tokens: None,
-        dtype: CacheDtype::F16,
+        dtype: Precision::F16,
         out: dir.join("typed"),
         shard: ShardOf::default(),
         shard_size: None,

@@ -487,6 +487,150 @@ fn the_comparison_passes_identical_outputs_and_catches_a_perturbation() {
     assert!(cmp.problems[0].starts_with("logits: 1 elements"));
 }
 
+/// The half-precision tolerance is four units in the last place at the tensor's scale: a logit moved by three bf16
+/// ulps of the largest logit passes, by five fails, and the f32 tolerance rejects both.
+#[test]
+fn the_half_precision_tolerance_counts_ulps_of_the_tensor_scale() {
+    use tlens::Precision;
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gpt2-tiny.full.safetensors");
+    let golden = PlanOutput::read(&path).unwrap();
+    let scale = golden.tensors["logits"]
+        .1
+        .iter()
+        .fold(0f64, |m, v| m.max(v.abs()));
+    let bf16 = Tolerance::for_precision(Precision::Bf16);
+    assert_eq!(bf16.of_max, 4.0 * 2f64.powi(-8));
+    assert_eq!(Tolerance::for_precision(Precision::F32), Tolerance::F32);
+    for (ulps, passes) in [(3.0, true), (5.0, false)] {
+        let mut moved = PlanOutput::read(&path).unwrap();
+        moved.tensors.get_mut("logits").unwrap().1[0] += ulps * 2f64.powi(-8) * scale;
+        let cmp = |tol| compare(&moved, &golden, tol, &Default::default()).passed();
+        assert_eq!(cmp(bf16), passes, "{ulps} ulps");
+        assert!(!cmp(Tolerance::F32), "{ulps} ulps under the f32 tolerance");
+    }
+}
+
+/// A model loaded in bf16 or f16 (`Processing::dtype`) keeps its weights and computes in that precision, with the
+/// norms' `hook_scale` and `hook_normalized` in f32 (TransformerLens upcasts there); its logits are the f32 model's
+/// to the precision's rounding, and the cache methods, interventions and a run from a cached stream all work on it.
+/// `cache_dtype: Some(F32)` upcasts every activation. ndarray, which has no half arithmetic, refuses with an error.
+#[cfg(feature = "flex")]
+#[test]
+fn a_half_precision_model_computes_in_its_precision_with_f32_norms() {
+    use burn_tensor::{DType, FloatDType};
+    use tlens::Precision;
+    use tlens::backend::Flex;
+    use tlens::cache_core::{AccumulatedResid, HookPoint, LogitAttrs, TokenIds};
+    use tlens::model::intervention::{Intervention, Op, Selector};
+    let load = |dtype| {
+        let processing = Processing {
+            dtype,
+            ..Processing::default()
+        };
+        load_hf::<Flex>(&models().join("gpt2-tiny"), processing, &Default::default()).unwrap()
+    };
+    let full = load(Precision::F32).model;
+    let (want, full_cache) = full
+        .run_with_cache(&tokens(), RunOptions::default())
+        .unwrap();
+    let want = want.into_data().to_vec::<f32>().unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (dtype, bits) in [(Precision::Bf16, 8), (Precision::F16, 11)] {
+        let model = load(dtype).model;
+        let stored = DType::from(dtype.float_dtype());
+        assert_eq!(model.weights().dtype(), dtype.float_dtype());
+        let (logits, cache) = model
+            .run_with_cache(&tokens(), RunOptions::default())
+            .unwrap();
+        assert_eq!(logits.dtype(), stored);
+        for (name, t) in cache.items() {
+            let norm = name.ends_with("hook_scale") || name.ends_with("hook_normalized");
+            let expected = if norm { DType::F32 } else { stored };
+            assert_eq!(t.physical_tensor().dtype(), expected, "{dtype}: {name}");
+        }
+        let got = logits
+            .cast(FloatDType::F32)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 16.0 * scale * 2f32.powi(-bits),
+            "{dtype}: logits off by {worst} (scale {scale})"
+        );
+        let lens = |c: &ActivationCache<Flex>| {
+            let args = AccumulatedResid {
+                incl_mid: true,
+                apply_ln: true,
+                pos_slice: (-1).into(),
+                ..Default::default()
+            };
+            c.accumulated_resid(args).unwrap().tensor
+        };
+        let args = LogitAttrs {
+            pos_slice: (-1).into(),
+            ..Default::default()
+        };
+        let attrs = cache
+            .logit_attrs(lens(&cache), TokenIds::from(vec![290, 293]), args)
+            .unwrap();
+        assert_eq!(attrs.physical_tensor().dtype(), DType::F32);
+        let (a, b) = (lens(&cache).to_vec(), lens(&full_cache).to_vec());
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 0.1, "{dtype}: accumulated_resid off by {worst}");
+        let upcast = model
+            .run_with_cache(
+                &tokens(),
+                RunOptions {
+                    cache_dtype: Some(Precision::F32),
+                    ..RunOptions::default()
+                },
+            )
+            .unwrap()
+            .1;
+        assert!(
+            upcast
+                .values()
+                .all(|t| t.physical_tensor().dtype() == DType::F32)
+        );
+
+        // Steering with an f32 vector, and a run resumed from a cached (f32) stream, in the model's precision.
+        let point = HookPoint::Block(1, tlens::BlockHook::ResidPre);
+        let vector = Tensor::<Flex, 1>::ones([model.cfg().d_model], &Default::default());
+        let mut steer =
+            Intervention::new(point, Op::Add { vector, coeff: 2.0 }, Selector::default());
+        let steered = model.run_with_hooks(&tokens(), &mut [&mut steer]).unwrap();
+        assert_eq!(steered.dtype(), stored);
+        let resid = cache.get(point.to_string().as_str()).unwrap();
+        let resumed = model
+            .run_from_layer(&tokens(), 1, resid.into_tensor::<3>().unwrap(), &mut [])
+            .unwrap();
+        assert_eq!(resumed.dtype(), stored);
+    }
+    let err = load_hf::<B>(
+        &models().join("gpt2-tiny"),
+        Processing {
+            dtype: Precision::Bf16,
+            ..Processing::default()
+        },
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Cache(CacheError::Unsupported(m)) if m.contains("cannot compute in bf16")),
+        "{err}"
+    );
+}
+
 /// A cache kept in f16 or bf16 (on a backend that stores them) holds the rounded activations, and its methods compute
 /// in f32 on them: their results differ from an f32 cache's by the rounding alone. f16 values are exactly
 /// `tensor.to(torch.float16)`'s (round to nearest even). bf16 values are within one bf16 step of the f32 value:
@@ -497,7 +641,7 @@ fn the_comparison_passes_identical_outputs_and_catches_a_perturbation() {
 #[cfg(feature = "flex")]
 #[test]
 fn a_half_precision_cache_keeps_rounded_activations_and_computes_in_f32() {
-    use tlens::CacheDtype;
+    use tlens::Precision;
     use tlens::backend::Flex;
     use tlens::cache_core::AccumulatedResid;
     let loaded = tlens::embedded::gpt2_tiny::<Flex>(&Default::default()).unwrap();
@@ -516,9 +660,9 @@ fn a_half_precision_cache_keeps_rounded_activations_and_computes_in_f32() {
         };
         cache.accumulated_resid(args).unwrap().tensor.to_vec()
     };
-    let full = run(CacheDtype::F32);
-    for (dtype, bits) in [(CacheDtype::F16, 11), (CacheDtype::Bf16, 8)] {
-        let half = run(dtype);
+    let full = run(None);
+    for (dtype, bits) in [(Precision::F16, 11), (Precision::Bf16, 8)] {
+        let half = run(Some(dtype));
         let stored = burn_tensor::DType::from(dtype.float_dtype());
         assert!(
             half.values().all(|t| t.physical_tensor().dtype() == stored),
@@ -528,7 +672,7 @@ fn a_half_precision_cache_keeps_rounded_activations_and_computes_in_f32() {
             let (want, got) = (values_of(&full, name), values_of(&half, name));
             for (i, (&v, &g)) in want.iter().zip(&got).enumerate() {
                 let ok = match dtype {
-                    CacheDtype::F16 => g.to_bits() == half::f16::from_f32(v).to_f32().to_bits(),
+                    Precision::F16 => g.to_bits() == half::f16::from_f32(v).to_f32().to_bits(),
                     _ => v == g || (v - g).abs() <= v.abs() * 2f32.powi(-7),
                 };
                 assert!(ok, "{dtype}: {name}[{i}] holds {g} for {v}");
@@ -552,13 +696,13 @@ fn a_half_precision_cache_keeps_rounded_activations_and_computes_in_f32() {
         .run_with_cache(
             &tokens(),
             RunOptions {
-                cache_dtype: CacheDtype::F16,
+                cache_dtype: Some(Precision::F16),
                 ..RunOptions::default()
             },
         )
         .unwrap_err();
     assert!(
-        matches!(&err, ModelError::Cache(CacheError::Unsupported(m)) if m.contains("cannot store f16 tensors")),
+        matches!(&err, ModelError::Cache(CacheError::Unsupported(m)) if m.contains("cannot store f16")),
         "{err}"
     );
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::HarvestError;
-use crate::cache_core::CacheDtype;
+use crate::cache_core::Precision;
 use crate::cache_core::atomic_file::write_atomically;
 
 /// `datasets`' list of the data files, in order.
@@ -27,31 +27,31 @@ pub const STATE_FILE: &str = "state.json";
 pub const INFO_FILE: &str = "dataset_info.json";
 
 /// The Arrow type a column of `dtype` values is stored as.
-fn arrow_type(dtype: CacheDtype) -> DataType {
+fn arrow_type(dtype: Precision) -> DataType {
     match dtype {
-        CacheDtype::F32 => DataType::Float32,
-        CacheDtype::F16 => DataType::Float16,
-        CacheDtype::Bf16 => DataType::UInt16,
+        Precision::F32 => DataType::Float32,
+        Precision::F16 => DataType::Float16,
+        Precision::Bf16 => DataType::UInt16,
     }
 }
 
 /// The `datasets` `Value` dtype of a column of `dtype` values.
-fn value_name(dtype: CacheDtype) -> &'static str {
+fn value_name(dtype: Precision) -> &'static str {
     match dtype {
-        CacheDtype::F32 => "float32",
-        CacheDtype::F16 => "float16",
-        CacheDtype::Bf16 => "uint16",
+        Precision::F32 => "float32",
+        Precision::F16 => "float16",
+        Precision::Bf16 => "uint16",
     }
 }
 
 /// f32 values in `dtype`, as an Arrow array (rounded to nearest even, as torch's `.to(dtype)`).
-fn array(dtype: CacheDtype, values: Vec<f32>) -> ArrayRef {
+fn array(dtype: Precision, values: Vec<f32>) -> ArrayRef {
     match dtype {
-        CacheDtype::F32 => Arc::new(Float32Array::from(values)),
-        CacheDtype::F16 => Arc::new(Float16Array::from_iter_values(
+        Precision::F32 => Arc::new(Float32Array::from(values)),
+        Precision::F16 => Arc::new(Float16Array::from_iter_values(
             values.into_iter().map(f16::from_f32),
         )),
-        CacheDtype::Bf16 => Arc::new(UInt16Array::from_iter_values(
+        Precision::Bf16 => Arc::new(UInt16Array::from_iter_values(
             values.into_iter().map(|v| bf16::from_f32(v).to_bits()),
         )),
     }
@@ -74,7 +74,7 @@ pub struct Layout {
     /// The hooks, in the order of `--hook`.
     pub hooks: Vec<Column>,
     /// How activations are stored.
-    pub dtype: CacheDtype,
+    pub dtype: Precision,
 }
 
 /// A `datasets` `List(feature, length=n)`.
@@ -218,11 +218,11 @@ mod tests {
     fn half_precision_rounds_to_nearest_even_as_torch() {
         // 1 + 2^-11 lies halfway between two f16 values: it rounds to the even one, 1.0.
         let halfway = 1.0 + 2f32.powi(-11);
-        let half = array(CacheDtype::F16, vec![halfway, 65520.0]);
+        let half = array(Precision::F16, vec![halfway, 65520.0]);
         let half = half.as_any().downcast_ref::<Float16Array>().unwrap();
         assert_eq!(half.value(0), f16::ONE);
         assert!(half.value(1).is_infinite(), "past f16's range");
-        let bits = array(CacheDtype::Bf16, vec![1.0 + 2f32.powi(-8), -2.5]);
+        let bits = array(Precision::Bf16, vec![1.0 + 2f32.powi(-8), -2.5]);
         let bits = bits.as_any().downcast_ref::<UInt16Array>().unwrap();
         assert_eq!(bf16::from_bits(bits.value(0)), bf16::ONE);
         assert_eq!(bf16::from_bits(bits.value(1)).to_f32(), -2.5);
@@ -236,7 +236,7 @@ mod tests {
                 name: "blocks.0.attn.hook_pattern".into(),
                 shape: vec![3, 2, 2],
             }],
-            dtype: CacheDtype::F32,
+            dtype: Precision::F32,
         };
         let schema = Arc::new(layout.schema());
         let batch = layout

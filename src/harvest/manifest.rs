@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HarvestError;
 use super::dataset::{Column, Layout, write_json};
-use crate::cache_core::CacheDtype;
+use crate::cache_core::Precision;
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "tlens-harvest.json";
@@ -100,7 +100,7 @@ pub struct Request {
     /// Windows per shard file.
     pub shard_size: usize,
     /// How activations are stored.
-    pub dtype: CacheDtype,
+    pub dtype: Precision,
     /// The input files, in order.
     pub data: Vec<DataFile>,
     /// The JSON Lines / Parquet field holding the text.

@@ -29,7 +29,7 @@ use tlens_model::Kernels;
 use burn_tensor::backend::Backend;
 use thiserror::Error;
 use tlens_cache_core::error::closest;
-use tlens_cache_core::{CacheDtype, CacheError, HookPoint, NamesFilter, RunOptions};
+use tlens_cache_core::{CacheError, HookPoint, NamesFilter, Precision, RunOptions};
 use tlens_model::{LoadedModel, TokenBatch, Tokenizer};
 
 use crate::Result;
@@ -107,7 +107,7 @@ pub struct HarvestArgs {
     /// Stop after this many tokens (whole windows).
     pub max_tokens: Option<u64>,
     /// How activations are stored.
-    pub dtype: CacheDtype,
+    pub dtype: Precision,
     /// The output folder.
     pub out: PathBuf,
     /// This machine's part of the work.

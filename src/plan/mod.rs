@@ -14,7 +14,7 @@ use burn_tensor::Tensor;
 use burn_tensor::backend::Backend;
 use serde::Deserialize;
 use tlens_cache_core::save::{NamedTensor, write_safetensors};
-use tlens_cache_core::{ActivationCache, DynTensor, Hook, NamesFilter, RunOptions};
+use tlens_cache_core::{ActivationCache, DynTensor, Hook, NamesFilter, Precision, RunOptions};
 use tlens_model::safetensors_file::TensorFile;
 use tlens_model::{
     HookedTransformer, Processing, TokenBatch, Tokenizer, load_hf, load_transformerlens,
@@ -39,6 +39,10 @@ pub struct Plan {
     /// Weight processing flags; absent flags take the model kind's default.
     #[serde(default)]
     pub processing: Option<ProcessingSpec>,
+    /// The precision the model is loaded and run in (`from_pretrained(dtype=...)`): `f32` (default), `f16` or `bf16`.
+    /// The cache keeps each activation as computed, as TransformerLens's does; the output file holds f32 as always.
+    #[serde(default)]
+    pub dtype: Precision,
     /// The batch of token ids.
     pub tokens: Vec<Vec<u32>>,
     /// `run_with_cache` options.
@@ -186,6 +190,7 @@ impl Plan {
                 .unwrap_or(default.center_writing_weights),
             center_unembed: p.center_unembed.unwrap_or(default.center_unembed),
             fold_value_biases: p.fold_value_biases.unwrap_or(default.fold_value_biases),
+            dtype: self.dtype,
         }
     }
 
@@ -202,7 +207,7 @@ impl Plan {
                 path: path.display().to_string(),
                 message: format!("run.pos_slice: {message}"),
             })?,
-            // Plans are run by TransformerLens too, which caches in the model's dtype.
+            // Plans are run by TransformerLens too, which keeps each activation as computed.
             ..RunOptions::default()
         })
     }

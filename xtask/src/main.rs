@@ -21,7 +21,9 @@ use std::process::{Command, exit};
 
 mod candle_mi;
 
+use tlens::Precision;
 use tlens::parity::{PlanOutput, Tolerance, committed_plans, compare, divergent_calls};
+use tlens::plan::Plan;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -182,6 +184,8 @@ fn parity(args: &[String]) -> Result<(), String> {
             .to_string_lossy()
             .to_string();
         let skip = divergent_calls(&plans_dir, &stem).map_err(|e| e.to_string())?;
+        let dtype = Plan::read(plan).map_err(|e| e.to_string())?.0.dtype;
+        let tol = Tolerance::for_precision(dtype);
         let golden = PlanOutput::read(
             &root()
                 .join("tests/golden")
@@ -189,8 +193,12 @@ fn parity(args: &[String]) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
         let mut cells = Vec::new();
-        let mut first: Option<PlanOutput> = None;
+        let mut first: Option<(String, PlanOutput)> = None;
         for backend in &backends {
+            if dtype != Precision::F32 && backend == "ndarray" {
+                cells.push(format!("— (no {dtype} arithmetic)"));
+                continue;
+            }
             let out = out_dir.join(format!("{stem}.{backend}.safetensors"));
             let ran = Command::new(&exe)
                 .args(["--backend", backend, "eval", "--plan"])
@@ -208,14 +216,14 @@ fn parity(args: &[String]) -> Result<(), String> {
                 continue;
             }
             let ours = PlanOutput::read(&out).map_err(|e| e.to_string())?;
-            let vs_golden = compare(&ours, &golden, Tolerance::F32, &skip);
+            let vs_golden = compare(&ours, &golden, tol, &skip);
             let mut problems = vs_golden.problems.clone();
-            if let Some(base) = &first {
+            if let Some((base_name, base)) = &first {
                 problems.extend(
-                    compare(&ours, base, Tolerance::F32, &Default::default())
+                    compare(&ours, base, tol, &Default::default())
                         .problems
                         .into_iter()
-                        .map(|p| format!("vs {}: {p}", backends[0])),
+                        .map(|p| format!("vs {base_name}: {p}")),
                 );
             }
             let verdict = if problems.is_empty() { "pass" } else { "FAIL" };
@@ -229,13 +237,17 @@ fn parity(args: &[String]) -> Result<(), String> {
                     .into_iter()
                     .map(|p| format!("{stem} on {backend}: {p}")),
             );
-            first.get_or_insert(ours);
+            first.get_or_insert((backend.clone(), ours));
         }
         table.push(format!("| {stem} | {} |", cells.join(" | ")));
     }
     let report = format!(
         "Each cell: verdict, then the worst absolute / relative error against the TransformerLens golden \
-         (tolerance |a − b| ≤ 1e-5 + 1e-4·|b|; deliberate divergences of tests/plans/divergences.json skipped).\n\n{}\n",
+         (tolerance {} for f32 models, {} for f16 and {} for bf16, the largest magnitude being the reference \
+         tensor's; deliberate divergences of tests/plans/divergences.json skipped).\n\n{}\n",
+        Tolerance::F32,
+        Tolerance::for_precision(Precision::F16),
+        Tolerance::for_precision(Precision::Bf16),
         table.join("\n")
     );
     println!("{report}");

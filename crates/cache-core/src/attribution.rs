@@ -7,6 +7,7 @@ use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::ln::ApplyLnToStack;
 use crate::slice::Slice;
+use crate::weights::as_f32;
 
 /// Token ids with a shape: one id (`shape` `[]`), `[batch]`, or `[batch, pos]` — what TransformerLens's `tokens`
 /// arguments take as an int or an int tensor. (Strings are turned into ids by the caller's tokenizer.)
@@ -107,7 +108,7 @@ impl<B: Backend> ModelParams<B> {
             ),
             &device,
         );
-        let dirs = self.weights.W_U.clone().select(1, index).transpose();
+        let dirs = as_f32(self.weights.W_U.clone().select(1, index)).transpose();
         let d_model = self.cfg.d_model;
         let mut shape = if ids.len() == 1 {
             Vec::new()

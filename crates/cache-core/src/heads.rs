@@ -11,6 +11,7 @@ use crate::hook_point::{BlockHook, HookPoint};
 use crate::ln::ApplyLnToStack;
 use crate::slice::Slice;
 use crate::stack::{Stack, concat_rows};
+use crate::weights::as_f32;
 
 /// Arguments of [`ActivationCache::stack_head_results`], with TransformerLens's names and defaults.
 #[derive(Clone, Debug, Default)]
@@ -60,7 +61,7 @@ impl<B: Backend> ActivationCache<B> {
     /// Layer `layer`'s head outputs from its `hook_z`, heads first: `[..., H, dh] -> [H, ..., D]` (see
     /// [`head_outputs`]).
     fn head_results_from_z(&self, layer: usize, z: DynTensor<B>) -> Result<DynTensor<B>> {
-        let w_o = self.model.weights.blocks[layer].attn.W_O.clone();
+        let w_o = as_f32(self.model.weights.blocks[layer].attn.W_O.clone());
         let [heads, d_head, d_model] = w_o.dims();
         let lead = &z.shape()[..z.rank().saturating_sub(2)];
         let mut out_shape = vec![heads];

@@ -44,7 +44,6 @@ pub mod atomic_file;
 pub mod attribution;
 pub mod batch;
 pub mod cache;
-pub mod cache_dtype;
 pub mod config;
 pub mod decomposition;
 pub mod dyn_tensor;
@@ -56,6 +55,7 @@ pub mod hooks;
 pub mod kernels;
 pub mod ln;
 pub mod neurons;
+pub mod precision;
 pub mod recorder;
 pub mod resid;
 pub mod save;
@@ -66,7 +66,6 @@ pub mod weights;
 
 pub use attribution::{LogitAttrs, TokenIds};
 pub use cache::{ActivationCache, ModelParams};
-pub use cache_dtype::CacheDtype;
 pub use config::{
     ActFn, AttentionDir, AttnType, BlockKind, HookedTransformerConfig, MlpKind, NormalizationType,
     PositionalEmbeddingType,
@@ -81,8 +80,12 @@ pub use hooks::{FnHook, Hook, Hooks};
 pub use kernels::CacheKernels;
 pub use ln::ApplyLnToStack;
 pub use neurons::{GetNeuronResults, StackNeuronResults};
+pub use precision::Precision;
 pub use recorder::{CacheHook, NamesFilter, RunOptions};
 pub use resid::{AccumulatedResid, DecomposeMode, DecomposeResid, LensOutput, LogitLens};
 pub use slice::Slice;
 pub use stack::Stack;
-pub use weights::{AttentionWeights, BlockWeights, MlpWeights, NormWeights, TransformerWeights};
+pub use weights::{
+    AttentionWeights, BlockWeights, MlpWeights, NormWeights, ParamMap, TransformerWeights,
+    in_dtype, via_f32,
+};

@@ -11,6 +11,7 @@ use crate::ln::{ApplyLnToStack, check_fits};
 use crate::resid::project;
 use crate::slice::Slice;
 use crate::stack::{Stack, concat_rows};
+use crate::weights::as_f32;
 
 /// Arguments of [`ActivationCache::get_neuron_results`] besides the layer, with TransformerLens's defaults.
 #[derive(Clone, Debug, Default)]
@@ -100,7 +101,8 @@ impl<B: Backend> ActivationCache<B> {
         let acts = self.need(method, HookPoint::Block(layer, BlockHook::MlpPost))?;
         let acts = pos_slice.apply(acts, -2, "pos_slice")?;
         let acts = neuron_slice.apply(acts, -1, "neuron_slice")?;
-        let w_out = neuron_slice.apply(DynTensor::new(mlp.W_out.clone()), 0, "neuron_slice")?;
+        let w_out =
+            neuron_slice.apply(DynTensor::new(as_f32(mlp.W_out.clone())), 0, "neuron_slice")?;
         Ok((acts, w_out))
     }
 

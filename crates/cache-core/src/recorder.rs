@@ -5,12 +5,12 @@ use std::sync::Arc;
 use burn_tensor::backend::Backend;
 use indexmap::IndexMap;
 
-use crate::cache_dtype::CacheDtype;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::hook_point::HookPoint;
 use crate::hooks::Hook;
 use crate::kernels::CacheKernels;
+use crate::precision::Precision;
 use crate::slice::Slice;
 
 /// Which hooks a run keeps.
@@ -74,9 +74,10 @@ pub struct RunOptions {
     pub remove_batch_dim: bool,
     /// Keep only these positions (an index keeps a size-1 axis, as `Slice.unwrap` does).
     pub pos_slice: Slice,
-    /// The precision activations are kept in (tlens's addition: TransformerLens caches in the model's dtype). The
-    /// cache methods read them back as f32.
-    pub cache_dtype: CacheDtype,
+    /// The precision activations are kept in (tlens's addition). `None` keeps each as the model computed it, as
+    /// TransformerLens does: f32, or a half-precision model's dtype except the norms' f32 `hook_scale` and
+    /// `hook_normalized`. The cache methods read them back as f32.
+    pub cache_dtype: Option<Precision>,
 }
 
 /// The caching hook of `run_with_cache`: keeps what the [`RunOptions`] ask for, already sliced, and changes nothing.
@@ -132,8 +133,7 @@ impl<B: Backend> CacheHook<B> {
             }
             t = t.index(0, 0)?;
         }
-        let dtype = self.options.cache_dtype;
-        if dtype != CacheDtype::F32 {
+        if let Some(dtype) = self.options.cache_dtype {
             dtype.check_backend::<B>(&t.device())?;
             t = t.cast_with(dtype.float_dtype(), self.kernels.cast);
         }

@@ -13,6 +13,7 @@ use crate::hook_point::{BlockHook, HookPoint};
 use crate::ln::ApplyLnToStack;
 use crate::slice::Slice;
 use crate::stack::Stack;
+use crate::weights::as_f32;
 
 /// Arguments of [`ActivationCache::accumulated_resid`], with TransformerLens's names and defaults.
 #[derive(Clone, Debug, Default)]
@@ -255,8 +256,8 @@ impl<B: Backend> ActivationCache<B> {
             ..Default::default()
         })?;
         let w = &self.model.weights;
-        let logits = project(acc.tensor, DynTensor::new(w.W_U.clone()))?
-            .add(DynTensor::new(w.b_U.clone()))?;
+        let logits = project(acc.tensor, DynTensor::new(as_f32(w.W_U.clone())))?
+            .add(DynTensor::new(as_f32(w.b_U.clone())))?;
         let values = match args.return_type {
             LensOutput::Logits => logits,
             LensOutput::LogProbs => logits.map(|t| activation::log_softmax(t, MAX_RANK - 1)),
@@ -324,13 +325,13 @@ impl<B: Backend> ModelParams<B> {
         let w = &self.weights;
         let mut bias = burn_tensor::Tensor::<B, 1>::zeros([self.cfg.d_model], &w.W_E.device());
         for block in &w.blocks[..layer] {
-            bias = bias + block.attn.b_O.clone();
+            bias = bias + as_f32(block.attn.b_O.clone());
             if include_mlp_biases && let Some(mlp) = &block.mlp {
-                bias = bias + mlp.b_out.clone();
+                bias = bias + as_f32(mlp.b_out.clone());
             }
         }
         if mlp_input {
-            bias = bias + w.blocks[layer].attn.b_O.clone();
+            bias = bias + as_f32(w.blocks[layer].attn.b_O.clone());
         }
         Ok(DynTensor::new(bias))
     }

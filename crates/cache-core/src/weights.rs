@@ -4,7 +4,7 @@
 //! neuron results, `W_U` for logit attribution, `ln_final` for the logit lens). Cloning is cheap: burn tensors share
 //! their storage.
 
-use burn_tensor::{Tensor, backend::Backend};
+use burn_tensor::{DType, FloatDType, Tensor, backend::Backend};
 
 use crate::config::NormalizationType;
 use crate::dyn_tensor::DynTensor;
@@ -69,14 +69,17 @@ impl<B: Backend> NormWeights<B> {
         (x, scale)
     }
 
-    /// The second half of the norm: `normalized · w + b` with the weights it has.
+    /// The second half of the norm: `normalized · w + b` with the weights it has, in `normalized`'s precision (the
+    /// cache's methods give f32 activations to a model's bf16 norm).
     pub fn affine<const D: usize>(&self, normalized: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = FloatDType::from(normalized.dtype());
+        let like = |p: &Tensor<B, 1>| in_dtype(p.clone(), dtype);
         let mut output = normalized;
         if let Some(w) = &self.w {
-            output = output * w.clone().unsqueeze::<D>();
+            output = output * like(w).unsqueeze::<D>();
         }
         if let Some(b) = &self.b {
-            output = output + b.clone().unsqueeze::<D>();
+            output = output + like(b).unsqueeze::<D>();
         }
         output
     }
@@ -170,65 +173,130 @@ pub struct TransformerWeights<B: Backend> {
     pub b_U: Tensor<B, 1>,
 }
 
+/// A function applied to every parameter tensor, whatever its rank (a closure cannot be generic over the rank):
+/// what [`TransformerWeights::map`] takes.
+pub trait ParamMap<B: Backend> {
+    /// The new value of one parameter.
+    fn apply<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D>;
+}
+
+/// [`ParamMap`]: every parameter moved to a device.
+struct ToDevice<'a, B: Backend>(&'a burn_tensor::Device<B>);
+
+impl<B: Backend> ParamMap<B> for ToDevice<'_, B> {
+    fn apply<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
+        t.to_device(self.0)
+    }
+}
+
+/// [`ParamMap`]: every parameter cast to a precision.
+struct Cast(FloatDType);
+
+impl<B: Backend> ParamMap<B> for Cast {
+    fn apply<const D: usize>(&self, t: Tensor<B, D>) -> Tensor<B, D> {
+        in_dtype(t, self.0)
+    }
+}
+
 impl<B: Backend> NormWeights<B> {
-    /// The same parameters on another device.
-    pub fn to_device(&self, device: &burn_tensor::Device<B>) -> Self {
+    /// The same norm with `f` applied to its parameters.
+    pub fn map(&self, f: &impl ParamMap<B>) -> Self {
         Self {
             kind: self.kind,
-            w: self.w.as_ref().map(|t| t.clone().to_device(device)),
-            b: self.b.as_ref().map(|t| t.clone().to_device(device)),
+            w: self.w.clone().map(|t| f.apply(t)),
+            b: self.b.clone().map(|t| f.apply(t)),
         }
     }
 }
 
-/// An optional norm on another device.
-fn norm_to<B: Backend>(
+/// An optional norm with `f` applied to its parameters.
+fn norm_map<B: Backend>(
     n: &Option<NormWeights<B>>,
-    device: &burn_tensor::Device<B>,
+    f: &impl ParamMap<B>,
 ) -> Option<NormWeights<B>> {
-    n.as_ref().map(|n| n.to_device(device))
+    n.as_ref().map(|n| n.map(f))
 }
 
 impl<B: Backend> TransformerWeights<B> {
-    /// The same parameters on another device.
-    pub fn to_device(&self, device: &burn_tensor::Device<B>) -> Self {
+    /// The same parameters with `f` applied to each: moved to another device, cast to another precision.
+    pub fn map(&self, f: &impl ParamMap<B>) -> Self {
         let blocks = self
             .blocks
             .iter()
             .map(|b| BlockWeights {
-                ln1: norm_to(&b.ln1, device),
+                ln1: norm_map(&b.ln1, f),
                 attn: AttentionWeights {
-                    W_Q: b.attn.W_Q.clone().to_device(device),
-                    W_K: b.attn.W_K.clone().to_device(device),
-                    W_V: b.attn.W_V.clone().to_device(device),
-                    W_O: b.attn.W_O.clone().to_device(device),
-                    b_Q: b.attn.b_Q.clone().to_device(device),
-                    b_K: b.attn.b_K.clone().to_device(device),
-                    b_V: b.attn.b_V.clone().to_device(device),
-                    b_O: b.attn.b_O.clone().to_device(device),
-                    q_norm: norm_to(&b.attn.q_norm, device),
-                    k_norm: norm_to(&b.attn.k_norm, device),
+                    W_Q: f.apply(b.attn.W_Q.clone()),
+                    W_K: f.apply(b.attn.W_K.clone()),
+                    W_V: f.apply(b.attn.W_V.clone()),
+                    W_O: f.apply(b.attn.W_O.clone()),
+                    b_Q: f.apply(b.attn.b_Q.clone()),
+                    b_K: f.apply(b.attn.b_K.clone()),
+                    b_V: f.apply(b.attn.b_V.clone()),
+                    b_O: f.apply(b.attn.b_O.clone()),
+                    q_norm: norm_map(&b.attn.q_norm, f),
+                    k_norm: norm_map(&b.attn.k_norm, f),
                 },
-                ln1_post: norm_to(&b.ln1_post, device),
-                ln2: norm_to(&b.ln2, device),
+                ln1_post: norm_map(&b.ln1_post, f),
+                ln2: norm_map(&b.ln2, f),
                 mlp: b.mlp.as_ref().map(|m| MlpWeights {
-                    W_in: m.W_in.clone().to_device(device),
-                    b_in: m.b_in.clone().to_device(device),
-                    W_gate: m.W_gate.as_ref().map(|t| t.clone().to_device(device)),
-                    W_out: m.W_out.clone().to_device(device),
-                    b_out: m.b_out.clone().to_device(device),
-                    ln: norm_to(&m.ln, device),
+                    W_in: f.apply(m.W_in.clone()),
+                    b_in: f.apply(m.b_in.clone()),
+                    W_gate: m.W_gate.clone().map(|t| f.apply(t)),
+                    W_out: f.apply(m.W_out.clone()),
+                    b_out: f.apply(m.b_out.clone()),
+                    ln: norm_map(&m.ln, f),
                 }),
-                ln2_post: norm_to(&b.ln2_post, device),
+                ln2_post: norm_map(&b.ln2_post, f),
             })
             .collect();
         Self {
-            W_E: self.W_E.clone().to_device(device),
-            W_pos: self.W_pos.as_ref().map(|t| t.clone().to_device(device)),
+            W_E: f.apply(self.W_E.clone()),
+            W_pos: self.W_pos.clone().map(|t| f.apply(t)),
             blocks,
-            ln_final: norm_to(&self.ln_final, device),
-            W_U: self.W_U.clone().to_device(device),
-            b_U: self.b_U.clone().to_device(device),
+            ln_final: norm_map(&self.ln_final, f),
+            W_U: f.apply(self.W_U.clone()),
+            b_U: f.apply(self.b_U.clone()),
         }
     }
+
+    /// The same parameters on another device.
+    pub fn to_device(&self, device: &burn_tensor::Device<B>) -> Self {
+        self.map(&ToDevice(device))
+    }
+
+    /// The same parameters in another precision (rounded to nearest even).
+    pub fn cast(&self, dtype: FloatDType) -> Self {
+        self.map(&Cast(dtype))
+    }
+
+    /// The precision the parameters are kept (and the model computes) in.
+    pub fn dtype(&self) -> FloatDType {
+        self.W_E.dtype().into()
+    }
+}
+
+/// `t` in precision `dtype`, untouched when it already is (burn-ndarray copies on a cast to the same precision).
+pub fn in_dtype<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
+    if t.dtype() == DType::from(dtype) {
+        t
+    } else {
+        t.cast(dtype)
+    }
+}
+
+/// `f(x)` computed in f32 and rounded once to `x`'s precision: how a half-precision model runs a chain of element-wise
+/// ops (an activation, a softmax), as PyTorch's half kernels compute in f32 and round their result. Only the last
+/// bit of a value can differ from TransformerLens's, which rounds after each op of a chain.
+pub fn via_f32<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dtype = FloatDType::from(x.dtype());
+    in_dtype(f(in_dtype(x, FloatDType::F32)), dtype)
+}
+
+/// A weight as f32, for the cache's methods, which compute in f32 whatever precision the model runs in.
+pub(crate) fn as_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    in_dtype(t, FloatDType::F32)
 }

@@ -10,7 +10,6 @@ use tlens_cache_core::{
 use crate::error::Result;
 use crate::hooked::{ForwardContext, norm};
 use crate::kernels::Kernels;
-use crate::linear::linear;
 
 /// One layer's attention on its normalised input `x` (`[batch, pos, d_model]`); returns its output before any
 /// post-attention norm.
@@ -70,17 +69,14 @@ pub(crate) fn forward<B: Kernels>(
     if cfg.scale_attn_by_inverse_layer_idx {
         scale *= (layer + 1) as f64;
     }
-    let scores = B::causal_scores(
-        q.swap_dims(1, 2).matmul(k.permute([0, 2, 3, 1])),
-        scale,
-        cfg.attn_scores_soft_cap,
-        cfg.attn_window(layer),
-    );
+    let scores = B::half_ops(q.swap_dims(1, 2).matmul(k.permute([0, 2, 3, 1])), |s| {
+        B::causal_scores(s, scale, cfg.attn_scores_soft_cap, cfg.attn_window(layer))
+    });
     // A hook on the scores can mask a whole query row (an attention knockout); its softmax is then NaN, which
     // TransformerLens turns into zeros. Without such a hook every row keeps its diagonal, so plain runs skip the check.
     let scores_hooked = hooks.fires_at(b(BlockHook::AttnScores));
     let scores = hooks.fire(b(BlockHook::AttnScores), scores)?;
-    let pattern = softmax(scores, 3);
+    let pattern = B::half_ops(scores, |s| softmax(s, 3));
     let pattern = if scores_hooked {
         pattern.clone().mask_fill(pattern.is_nan(), 0.0)
     } else {
@@ -98,7 +94,11 @@ pub(crate) fn forward<B: Kernels>(
         Ok(result.sum_dim(2).reshape([batch, pos, d_model]) + w.b_O.clone().unsqueeze::<3>())
     } else {
         let w_o = w.W_O.clone().reshape([heads * d_head, d_model]);
-        Ok(linear(z.reshape([batch, pos, heads * d_head]), w_o) + w.b_O.clone().unsqueeze::<3>())
+        Ok(B::fused_linear(
+            z.reshape([batch, pos, heads * d_head]),
+            w_o,
+            Some(w.b_O.clone()),
+        ))
     }
 }
 
@@ -116,7 +116,7 @@ pub(crate) fn input_major<B: Backend>(w: Tensor<B, 3>) -> Tensor<B, 3> {
 
 /// `x · W + b` for every head at once (`W [heads, d_model, d_head]` flattened to `[d_model, heads·d_head]`, as
 /// TransformerLens's `F.linear`), giving `[batch, pos, heads, d_head]`.
-fn project<B: Backend>(
+fn project<B: Kernels>(
     x: &Tensor<B, 3>,
     weight: &Tensor<B, 3>,
     bias: &Tensor<B, 2>,
@@ -127,8 +127,8 @@ fn project<B: Backend>(
         .clone()
         .swap_dims(0, 1)
         .reshape([d_model, heads * d_head]);
-    (linear(x.clone(), flat) + bias.clone().reshape([1, 1, heads * d_head]))
-        .reshape([batch, pos, heads, d_head])
+    let bias = bias.clone().reshape([heads * d_head]);
+    B::fused_linear(x.clone(), flat, Some(bias)).reshape([batch, pos, heads, d_head])
 }
 
 /// Qwen 3's RMS norm over each head's vector. TransformerLens flattens to `[batch·pos·heads, d_head]` first, so its

@@ -3,17 +3,16 @@
 
 use std::sync::Arc;
 
-use burn_tensor::{Bool, Tensor, backend::Backend};
+use burn_tensor::{Bool, FloatDType, Tensor, backend::Backend};
 use tlens_cache_core::error::closest;
 use tlens_cache_core::{
     ActFn, ActivationCache, AttentionDir, BlockHook, BlockKind, BlockWeights, CacheError,
     CacheHook, Hook, HookPoint, HookedTransformerConfig, Hooks, ModelParams, NamesFilter, Norm,
-    NormHook, NormWeights, RunOptions, TransformerWeights, hook_points,
+    NormHook, NormWeights, RunOptions, TransformerWeights, hook_points, in_dtype,
 };
 
 use crate::error::{ModelError, Result};
 use crate::kernels::Kernels;
-use crate::linear::linear;
 use crate::rotary::Rotary;
 use crate::tokens::TokenBatch;
 use crate::{attention, mlp};
@@ -234,13 +233,14 @@ impl<B: Kernels> HookedTransformer<B> {
                     ))
                     .into());
                 }
-                (layer, resid)
+                // A stream read back from a cache is f32; the run continues in the model's precision.
+                (layer, in_dtype(resid, w.dtype()))
             }
             None => (0, self.embed(tokens, hooks)?),
         };
         let ctx = ForwardContext {
             cfg,
-            rotary: (!cfg.has_pos_embed()).then(|| Rotary::new(cfg, pos, &device)),
+            rotary: (!cfg.has_pos_embed()).then(|| Rotary::new(cfg, pos, w.dtype(), &device)),
         };
         for (l, block) in w
             .blocks
@@ -262,7 +262,7 @@ impl<B: Kernels> HookedTransformer<B> {
             hooks,
         )?;
         let resid = hooks.fire(HookPoint::UnembedIn, resid)?;
-        let logits = linear(resid, w.W_U.clone()) + w.b_U.clone().unsqueeze::<3>();
+        let logits = B::fused_linear(resid, w.W_U.clone(), Some(w.b_U.clone()));
         // TransformerLens caps the logits after the unembed, so `unembed.hook_out` holds them uncapped.
         let logits = hooks.fire(HookPoint::UnembedOut, logits)?;
         Ok(soft_cap(logits, cfg.output_logits_soft_cap))
@@ -341,10 +341,12 @@ pub(crate) fn norm<B: Backend, const D: usize>(
     hooks: &mut Hooks<'_, B>,
 ) -> Result<Tensor<B, D>> {
     let Some(norm) = norm else { return Ok(x) };
-    let (centred, scale) = norm.centre_and_scale(x, eps);
+    // TransformerLens normalises a half-precision model's stream in f32 and casts back before the norm's weights.
+    let dtype = FloatDType::from(x.dtype());
+    let (centred, scale) = norm.centre_and_scale(in_dtype(x, FloatDType::F32), eps);
     let scale = hooks.fire(at(NormHook::Scale), scale)?;
     let normalized = hooks.fire(at(NormHook::Normalized), centred / scale)?;
-    Ok(norm.affine(normalized))
+    Ok(norm.affine(in_dtype(normalized, dtype)))
 }
 
 /// Gemma's soft cap `cap·tanh(x / cap)`; the identity without a cap.

@@ -1,9 +1,9 @@
 //! Built-in interventions: hooks that ablate, scale, steer, patch or knock out the entries of one hook point that a
 //! [`Selector`] picks (heads, positions, neurons). For anything else, implement [`Hook`] yourself.
 
-use burn_tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn_tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
 use tlens_cache_core::dyn_tensor::MAX_RANK;
-use tlens_cache_core::{BlockHook, CacheError, DynTensor, Hook, HookPoint};
+use tlens_cache_core::{BlockHook, CacheError, DynTensor, Hook, HookPoint, in_dtype};
 
 /// Which entries of an activation an intervention changes; `None` on an axis means all of it, and the selection is
 /// every combination of the chosen heads, positions and neurons.
@@ -154,6 +154,9 @@ impl<B: Backend> Hook<B> for Intervention<B> {
         let shape = activation.shape();
         let mask = self.mask(&shape, &activation.device())?;
         let x = activation.physical_tensor().clone();
+        // Vectors and clean activations (read back from a cache as f32) take the run's precision, as
+        // TransformerLens's `.to(act.dtype)`.
+        let dtype = FloatDType::from(x.dtype());
         let changed = match &self.op {
             Op::Zero => x.mask_fill(mask, 0.0),
             Op::Scale(factor) => x.clone().mask_where(mask, x * *factor),
@@ -165,7 +168,7 @@ impl<B: Backend> Hook<B> for Intervention<B> {
                          {shape:?}"
                     )));
                 }
-                let along = vector.clone().reshape([1, 1, 1, 1, 1, len]) * *coeff;
+                let along = in_dtype(vector.clone(), dtype).reshape([1, 1, 1, 1, 1, len]) * *coeff;
                 x.clone().mask_where(mask, x + along)
             }
             Op::Patch(source) => {
@@ -175,7 +178,7 @@ impl<B: Backend> Hook<B> for Intervention<B> {
                         source.shape()
                     )));
                 }
-                x.mask_where(mask, source.physical_tensor().clone())
+                x.mask_where(mask, in_dtype(source.physical_tensor().clone(), dtype))
             }
             Op::Mean => {
                 let mean = activation.clone().mean_axis_keep(0)?.expand(&shape)?;

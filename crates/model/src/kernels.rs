@@ -11,8 +11,8 @@
 //! The book's Performance chapter has the figures.
 
 use burn_tensor::{FloatDType, Tensor, backend::Backend};
-use tlens_cache_core::CacheKernels;
 use tlens_cache_core::kernels::Physical;
+use tlens_cache_core::{CacheKernels, via_f32};
 
 use crate::hooked::{causal_mask, soft_cap};
 
@@ -86,6 +86,27 @@ pub trait Kernels: Backend {
         crate::rotary::rotate(x, sin, cos, adjacent_pairs)
     }
 
+    /// `f`, a chain of ops, on `x` as PyTorch runs it on a tensor of `x`'s precision: each op rounds its result to
+    /// that precision once, computing in f32 (where the chain has more than one op, `f` rounds between them with
+    /// [`rounded`](crate::activation::rounded)). The default computes `f` in f32 and rounds the result ([`via_f32`]);
+    /// a backend whose half-precision ops are PyTorch's own runs `f` on `x` as it is. `f` on an f32 `x` is plain `f`.
+    fn half_ops<const D: usize>(
+        x: Tensor<Self, D>,
+        f: impl FnOnce(Tensor<Self, D>) -> Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        via_f32(x, f)
+    }
+
+    /// `x · weight + bias` over the last axis of `x` (`[batch, pos, d_in] · [d_in, d_out]`), rounded once in a
+    /// half-precision model, as TransformerLens's fused `F.linear` / `addmm`.
+    fn fused_linear(
+        x: Tensor<Self, 3>,
+        weight: Tensor<Self, 2>,
+        bias: Option<Tensor<Self, 1>>,
+    ) -> Tensor<Self, 3> {
+        crate::linear::linear(x, weight, bias)
+    }
+
     /// Attention scores from `q·kᵀ` (`[batch, heads, pos, pos]`): divided by `scale`, soft-capped, and `−∞` where a
     /// query may not see a key (later keys, and keys `window` or more positions back in a local layer), as
     /// TransformerLens's `calculate_attention_scores` and `apply_causal_mask`.
@@ -122,7 +143,40 @@ impl<B: Kernels, C: burn_autodiff::checkpoint::strategy::CheckpointStrategy> Ker
 impl Kernels for burn_ndarray::NdArray<f32> {}
 
 #[cfg(feature = "tch")]
-impl Kernels for burn_tch::LibTorch<f32> {}
+impl Kernels for burn_tch::LibTorch<f32> {
+    /// libtorch's half-precision ops are PyTorch's: `f` runs on `x` in its own precision, as in TransformerLens.
+    fn half_ops<const D: usize>(
+        x: Tensor<Self, D>,
+        f: impl FnOnce(Tensor<Self, D>) -> Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        f(x)
+    }
+
+    /// In half precision, libtorch's own `addmm` in the model's precision, which rounds once as the default does; the
+    /// default computes in f32, which on a GPU would give up what half precision is for.
+    fn fused_linear(
+        x: Tensor<Self, 3>,
+        weight: Tensor<Self, 2>,
+        bias: Option<Tensor<Self, 1>>,
+    ) -> Tensor<Self, 3> {
+        use burn_tensor::TensorPrimitive;
+        if x.dtype() == burn_tensor::DType::F32 {
+            return crate::linear::linear(x, weight, bias);
+        }
+        let [batch, pos, d_in] = x.dims();
+        let [_, d_out] = weight.dims();
+        let raw = |t: burn_tensor::TensorPrimitive<Self>| t.tensor().tensor;
+        let x = raw(x.reshape([batch * pos, d_in]).into_primitive());
+        let weight = raw(weight.into_primitive());
+        let y = match bias {
+            Some(b) => raw(b.into_primitive()).addmm(&x, &weight),
+            None => x.matmul(&weight),
+        };
+        let y =
+            Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(burn_tch::TchTensor::new(y)));
+        y.reshape([batch, pos, d_out])
+    }
+}
 
 #[cfg(feature = "cuda")]
 impl Kernels for burn_cuda::Cuda<f32, i32> {}

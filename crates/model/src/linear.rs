@@ -1,14 +1,37 @@
-//! The model's dense products, `[batch, pos, d_in] · [d_in, d_out]`, computed as one `[batch·pos, d_in]` matrix
+//! The model's dense products, `[batch, pos, d_in] · [d_in, d_out] + bias`, computed as one `[batch·pos, d_in]` matrix
 //! product rather than a batched one with the weight broadcast over the batch: the CPU backends run the single large
 //! product faster (about 9% of a GPT-2 forward on flex), and every backend gives the same values.
 
-use burn_tensor::{Tensor, backend::Backend};
+use burn_tensor::{FloatDType, Tensor, backend::Backend};
+use tlens_cache_core::{in_dtype, via_f32};
 
-/// `x · weight` over the last axis of `x`.
-pub(crate) fn linear<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 2>) -> Tensor<B, 3> {
+/// `x · weight + bias` over the last axis of `x`, rounded once, as TransformerLens's fused `F.linear` / `addmm`: a
+/// half-precision model multiplies and adds in f32 and rounds the sum to its precision (rounding the product first and
+/// the sum again changes the last bit of about a third of a bf16 model's queries and keys).
+pub(crate) fn linear<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 3> {
+    let f32 = |w| in_dtype(w, FloatDType::F32);
+    via_f32(x, |x| {
+        product(x, f32(weight), bias.map(|b| in_dtype(b, FloatDType::F32)))
+    })
+}
+
+fn product<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 3> {
     let [batch, pos, d_in] = x.dims();
     let [_, d_out] = weight.dims();
-    x.reshape([batch * pos, d_in])
+    let y = x
+        .reshape([batch * pos, d_in])
         .matmul(weight)
-        .reshape([batch, pos, d_out])
+        .reshape([batch, pos, d_out]);
+    match bias {
+        Some(b) => y + b.unsqueeze::<3>(),
+        None => y,
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use burn_tensor::FloatDType;
 use burn_tensor::backend::Backend;
 use tlens_cache_core::HookedTransformerConfig;
 
@@ -206,9 +207,14 @@ fn build<B: Backend>(
     processing: Processing,
     device: &burn_tensor::Device<B>,
 ) -> Result<HookedTransformer<B>> {
-    let mut weights = weights_from_state_dict(&cfg, state, device)?;
+    let dtype = processing.dtype;
+    dtype.check_compute::<B>(device)?;
+    let stored = weights_from_state_dict(&cfg, state, device)?;
+    // TransformerLens's `from_pretrained(dtype=...)`: the state dict in `dtype`, processed in f32 and cast back (each
+    // cast a no-op for an f32 model).
+    let mut weights = stored.cast(dtype.float_dtype()).cast(FloatDType::F32);
     let cfg = process(cfg, &mut weights, processing);
-    HookedTransformer::new(cfg, weights)
+    HookedTransformer::new(cfg, weights.cast(dtype.float_dtype()))
 }
 
 /// Pairs a model with its tokenizer, checking that every token id the tokenizer makes is in the model's vocabulary.

@@ -3,9 +3,10 @@
 
 use burn_tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
-use tlens_cache_core::{HookedTransformerConfig, NormWeights, TransformerWeights};
+use tlens_cache_core::{HookedTransformerConfig, NormWeights, Precision, TransformerWeights};
 
-/// Which processing steps to apply; [`Default`] is all of them, as `from_pretrained`.
+/// How the weights are prepared, as `from_pretrained`'s keyword arguments: which processing steps to apply
+/// ([`Default`] is all of them) and the precision to keep them in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Processing {
@@ -17,6 +18,11 @@ pub struct Processing {
     pub center_unembed: bool,
     /// Move the value biases into the output bias.
     pub fold_value_biases: bool,
+    /// The precision the model keeps its weights and computes in (`from_pretrained(dtype=...)`). As TransformerLens,
+    /// f16 and bf16 weights are rounded to that precision, processed in f32 and rounded again; the forward pass then
+    /// runs in it, except the norms, which upcast to f32 (so `hook_scale` and `hook_normalized` are f32). Needs a
+    /// backend that computes in it (flex, tch, cuda; not ndarray).
+    pub dtype: Precision,
 }
 
 impl Default for Processing {
@@ -26,6 +32,7 @@ impl Default for Processing {
             center_writing_weights: true,
             center_unembed: true,
             fold_value_biases: true,
+            dtype: Precision::F32,
         }
     }
 }
@@ -38,6 +45,7 @@ impl Processing {
             center_writing_weights: false,
             center_unembed: false,
             fold_value_biases: false,
+            dtype: Precision::F32,
         }
     }
 }

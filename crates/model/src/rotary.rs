@@ -1,8 +1,8 @@
 //! Rotary positional embeddings, computed as TransformerLens's `AbstractAttention.calculate_sin_cos_rotary` and
 //! `apply_rotary` do (in f32, the same operations in the same order), so `hook_rot_q` / `hook_rot_k` match.
 
-use burn_tensor::{Tensor, TensorData, backend::Backend};
-use tlens_cache_core::HookedTransformerConfig;
+use burn_tensor::{FloatDType, Tensor, TensorData, backend::Backend};
+use tlens_cache_core::{HookedTransformerConfig, in_dtype};
 
 use crate::kernels::Kernels;
 
@@ -14,10 +14,11 @@ pub(crate) struct Rotary<B: Backend> {
 }
 
 impl<B: Backend> Rotary<B> {
-    /// The tables for positions `0..positions`.
+    /// The tables for positions `0..positions`, computed in f32 and cast to the model's precision `dtype`.
     pub(crate) fn new(
         cfg: &HookedTransformerConfig,
         positions: usize,
+        dtype: FloatDType,
         device: &burn_tensor::Device<B>,
     ) -> Self {
         let dims = cfg.rotary_dims();
@@ -40,8 +41,8 @@ impl<B: Backend> Rotary<B> {
             }
         }
         let table = |v: Vec<f32>| {
-            Tensor::<B, 2>::from_data(TensorData::new(v, [positions, dims]), device)
-                .reshape([1, positions, 1, dims])
+            let t = Tensor::<B, 2>::from_data(TensorData::new(v, [positions, dims]), device);
+            in_dtype(t, dtype).reshape([1, positions, 1, dims])
         };
         Self {
             sin: table(sin),
