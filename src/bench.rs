@@ -182,10 +182,7 @@ impl BackendTask for BenchCase {
         let ModelParams { cfg, weights } =
             random_params_for::<B>(self.model.config(), 0x5eed, 0.02, &device);
         let vocab = cfg.d_vocab;
-        let cast = weights.cast(dtype.float_dtype());
-        // A model loaded in half precision keeps no f32 weights.
-        drop(weights);
-        let model = HookedTransformer::new(cfg, cast)?;
+        let model = HookedTransformer::new(cfg, weights.cast(dtype.float_dtype()))?;
         // Token ids from a fixed LCG, below the vocabulary.
         let rows: Vec<Vec<u32>> = (0..self.batch)
             .map(|b| {

@@ -115,7 +115,7 @@ impl<B: Backend> ActivationCache<B> {
         } else {
             Arc::new(ModelParams {
                 cfg: self.model.cfg.clone(),
-                weights: self.model.weights.to_device(device),
+                weights: self.model.weights.clone().to_device(device),
             })
         };
         Self {

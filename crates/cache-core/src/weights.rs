@@ -200,73 +200,72 @@ impl<B: Backend> ParamMap<B> for Cast {
 
 impl<B: Backend> NormWeights<B> {
     /// The same norm with `f` applied to its parameters.
-    pub fn map(&self, f: &impl ParamMap<B>) -> Self {
+    pub fn map(self, f: &impl ParamMap<B>) -> Self {
         Self {
             kind: self.kind,
-            w: self.w.clone().map(|t| f.apply(t)),
-            b: self.b.clone().map(|t| f.apply(t)),
+            w: self.w.map(|t| f.apply(t)),
+            b: self.b.map(|t| f.apply(t)),
         }
     }
 }
 
 /// An optional norm with `f` applied to its parameters.
-fn norm_map<B: Backend>(
-    n: &Option<NormWeights<B>>,
-    f: &impl ParamMap<B>,
-) -> Option<NormWeights<B>> {
-    n.as_ref().map(|n| n.map(f))
+fn norm_map<B: Backend>(n: Option<NormWeights<B>>, f: &impl ParamMap<B>) -> Option<NormWeights<B>> {
+    n.map(|n| n.map(f))
 }
 
 impl<B: Backend> TransformerWeights<B> {
-    /// The same parameters with `f` applied to each: moved to another device, cast to another precision.
-    pub fn map(&self, f: &impl ParamMap<B>) -> Self {
+    /// The same parameters with `f` applied to each: moved to another device, cast to another precision. Each
+    /// parameter is released as soon as its replacement exists, so a cast holds both precisions of one tensor at a
+    /// time, not of the whole model.
+    pub fn map(self, f: &impl ParamMap<B>) -> Self {
         let blocks = self
             .blocks
-            .iter()
+            .into_iter()
             .map(|b| BlockWeights {
-                ln1: norm_map(&b.ln1, f),
+                ln1: norm_map(b.ln1, f),
                 attn: AttentionWeights {
-                    W_Q: f.apply(b.attn.W_Q.clone()),
-                    W_K: f.apply(b.attn.W_K.clone()),
-                    W_V: f.apply(b.attn.W_V.clone()),
-                    W_O: f.apply(b.attn.W_O.clone()),
-                    b_Q: f.apply(b.attn.b_Q.clone()),
-                    b_K: f.apply(b.attn.b_K.clone()),
-                    b_V: f.apply(b.attn.b_V.clone()),
-                    b_O: f.apply(b.attn.b_O.clone()),
-                    q_norm: norm_map(&b.attn.q_norm, f),
-                    k_norm: norm_map(&b.attn.k_norm, f),
+                    W_Q: f.apply(b.attn.W_Q),
+                    W_K: f.apply(b.attn.W_K),
+                    W_V: f.apply(b.attn.W_V),
+                    W_O: f.apply(b.attn.W_O),
+                    b_Q: f.apply(b.attn.b_Q),
+                    b_K: f.apply(b.attn.b_K),
+                    b_V: f.apply(b.attn.b_V),
+                    b_O: f.apply(b.attn.b_O),
+                    q_norm: norm_map(b.attn.q_norm, f),
+                    k_norm: norm_map(b.attn.k_norm, f),
                 },
-                ln1_post: norm_map(&b.ln1_post, f),
-                ln2: norm_map(&b.ln2, f),
-                mlp: b.mlp.as_ref().map(|m| MlpWeights {
-                    W_in: f.apply(m.W_in.clone()),
-                    b_in: f.apply(m.b_in.clone()),
-                    W_gate: m.W_gate.clone().map(|t| f.apply(t)),
-                    W_out: f.apply(m.W_out.clone()),
-                    b_out: f.apply(m.b_out.clone()),
-                    ln: norm_map(&m.ln, f),
+                ln1_post: norm_map(b.ln1_post, f),
+                ln2: norm_map(b.ln2, f),
+                mlp: b.mlp.map(|m| MlpWeights {
+                    W_in: f.apply(m.W_in),
+                    b_in: f.apply(m.b_in),
+                    W_gate: m.W_gate.map(|t| f.apply(t)),
+                    W_out: f.apply(m.W_out),
+                    b_out: f.apply(m.b_out),
+                    ln: norm_map(m.ln, f),
                 }),
-                ln2_post: norm_map(&b.ln2_post, f),
+                ln2_post: norm_map(b.ln2_post, f),
             })
             .collect();
         Self {
-            W_E: f.apply(self.W_E.clone()),
-            W_pos: self.W_pos.clone().map(|t| f.apply(t)),
+            W_E: f.apply(self.W_E),
+            W_pos: self.W_pos.map(|t| f.apply(t)),
             blocks,
-            ln_final: norm_map(&self.ln_final, f),
-            W_U: f.apply(self.W_U.clone()),
-            b_U: f.apply(self.b_U.clone()),
+            ln_final: norm_map(self.ln_final, f),
+            W_U: f.apply(self.W_U),
+            b_U: f.apply(self.b_U),
         }
     }
 
     /// The same parameters on another device.
-    pub fn to_device(&self, device: &burn_tensor::Device<B>) -> Self {
+    pub fn to_device(self, device: &burn_tensor::Device<B>) -> Self {
         self.map(&ToDevice(device))
     }
 
     /// The same parameters in another precision (rounded to nearest even).
-    pub fn cast(&self, dtype: FloatDType) -> Self {
+    pub fn cast(self, dtype: FloatDType) -> Self {
         self.map(&Cast(dtype))
     }
 
