@@ -288,6 +288,12 @@ def build_plans() -> dict:
         comment="run.incl_bwd through Gemma 2's attention / output soft caps, post norms, a sliding window (L0) "
                 "and GQA rot_k",
     )
+    # ---- the same in bf16 (from_pretrained(dtype=torch.bfloat16)): steering, patching and gradients -------------
+    for stem in ("gpt2-tiny.hooks-add", "gpt2-tiny.patching", "gpt2-tiny.grad", "hf-llama.hooks"):
+        f32 = plans[stem]
+        rest = {k: v for k, v in f32.items() if k not in ("comment", "model")}
+        plans[stem.replace(".", ".dtype-bf16-", 1)] = {
+            "comment": f"{stem} with the model in bf16", "model": f32["model"], "dtype": "bf16", **rest}
     return plans
 
 
