@@ -97,6 +97,11 @@ pub trait Kernels: Backend {
         via_f32(x, f)
     }
 
+    /// The most bytes of attention scores computed at once when no hook reads the scores or the pattern: attention
+    /// runs a few heads at a time, so that each chunk's scores stay below glibc's largest size for reusing freed
+    /// memory (32 MiB) instead of costing fresh, zeroed pages (GPT-2 small at 4×1024 has 200 MB of scores per layer).
+    const ATTENTION_CHUNK_BYTES: usize = 4 << 20;
+
     /// `x · weight + bias` over the last axis of `x` (`[batch, pos, d_in] · [d_in, d_out]`), rounded once in a
     /// half-precision model, as TransformerLens's fused `F.linear` / `addmm`.
     fn fused_linear(
