@@ -242,7 +242,14 @@ mod tests {
         let attend = |q: Tensor<Flex, 4>, k_t, v| softmax(q.matmul(k_t), 3).matmul(v);
         let whole = attend(q.clone(), k_t.clone(), v.clone()).into_data();
         let head = pos * pos * 4;
-        for budget in [1, head, 2 * head, heads * head, 2 * heads * head, usize::MAX] {
+        for budget in [
+            1,
+            head,
+            2 * head,
+            heads * head,
+            2 * heads * head,
+            usize::MAX,
+        ] {
             let chunked = attend_in_chunks(q.clone(), k_t.clone(), v.clone(), budget, attend);
             chunked.into_data().assert_eq(&whole, true);
         }
