@@ -2,7 +2,7 @@
 //! lens ([`lens`]), direct logit attribution ([`attribution`]), attention patterns and per-head scores ([`heads`]),
 //! activation patching ([`patching`]), and reading token ids from JSON ([`input`]).
 //!
-//! Each function takes a model or an [`ActivationCache`](crate::ActivationCache) and returns plain Rust data
+//! Each function takes a model or an [`ActivationCache`] and returns plain Rust data
 //! (`Vec`s of `f32` and labels, serialisable), which the command line prints and the HTML report draws.
 //!
 //! ```

@@ -82,7 +82,7 @@ pub struct Report {
     pub dla_target: String,
     /// The counterfactual token as text.
     pub dla_against: Option<String>,
-    /// Activation patching on an induction task (see [`induction_patching`]).
+    /// Activation patching on an induction task (see `induction_patching`).
     pub patching: PatchReport,
     /// The patching task's clean tokens as text.
     pub patching_tokens: Vec<String>,

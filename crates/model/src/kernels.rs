@@ -88,7 +88,7 @@ pub trait Kernels: Backend {
 
     /// `f`, a chain of ops, on `x` as PyTorch runs it on a tensor of `x`'s precision: each op rounds its result to
     /// that precision once, computing in f32 (where the chain has more than one op, `f` rounds between them with
-    /// [`rounded`](crate::activation::rounded)). The default computes `f` in f32 and rounds the result ([`via_f32`]);
+    /// `activation::rounded`). The default computes `f` in f32 and rounds the result ([`via_f32`]);
     /// a backend whose half-precision ops are PyTorch's own runs `f` on `x` as it is. `f` on an f32 `x` is plain `f`.
     fn half_ops<const D: usize>(
         x: Tensor<Self, D>,
