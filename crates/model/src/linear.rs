@@ -13,9 +13,9 @@ pub(crate) fn linear<B: Backend>(
     weight: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
 ) -> Tensor<B, 3> {
-    let f32 = |w| in_dtype(w, FloatDType::F32);
+    let f32 = FloatDType::F32;
     via_f32(x, |x| {
-        product(x, f32(weight), bias.map(|b| in_dtype(b, FloatDType::F32)))
+        product(x, in_dtype(weight, f32), bias.map(|b| in_dtype(b, f32)))
     })
 }
 
