@@ -14,6 +14,7 @@
 //! assert_eq!(cache.get("pattern0").unwrap().shape()[2], tokens.positions());
 //! ```
 
+pub mod allocator;
 pub mod analysis;
 pub mod backend;
 pub mod bench;
