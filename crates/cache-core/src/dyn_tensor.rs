@@ -269,10 +269,24 @@ impl<B: Backend> DynTensor<B> {
     /// later in-place operation on it (burn-tch subtracts and divides in place when it can) would write through into
     /// the cached activation it came from. `repeat_dim(_, 1)` allocates on every backend.
     pub fn movedim(self, from: isize, to: isize) -> Result<Self> {
+        Ok(self.moved_view(from, to)?.copied())
+    }
+
+    /// The same values in memory of their own (`repeat_dim(_, 1)` allocates on every backend).
+    pub(crate) fn copied(self) -> Self {
+        Self {
+            inner: self.inner.repeat_dim(0, 1),
+            rank: self.rank,
+        }
+    }
+
+    /// [`movedim`](Self::movedim) as a view of the same memory, without the copy: only for a tensor nobody else
+    /// holds, or for one whose result is copied before anything could write to it (a concatenation copies).
+    pub(crate) fn moved_view(self, from: isize, to: isize) -> Result<Self> {
         let pf = self.physical(from)?;
         let pt = self.physical(to)?;
         Ok(Self {
-            inner: self.inner.movedim(pf, pt).repeat_dim(0, 1),
+            inner: self.inner.movedim(pf, pt),
             rank: self.rank,
         })
     }

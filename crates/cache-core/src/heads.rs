@@ -48,7 +48,9 @@ impl<B: Backend> ActivationCache<B> {
             }
             let z_point = HookPoint::Block(l, BlockHook::Z);
             let z = self.need("compute_head_results", z_point)?;
-            let result = self.head_results_from_z(l, z)?.movedim(0, -2)?;
+            // A view of the heads-first product, which nothing else holds: TransformerLens's order without a copy
+            // (453 MB at GPT-2 small's 8×128), and `head_results` moving the heads back gets the product's layout.
+            let result = self.head_results_from_z(l, z)?.moved_view(0, -2)?;
             let at = self
                 .entries
                 .get_index_of(&z_point.to_string())
@@ -73,7 +75,8 @@ impl<B: Backend> ActivationCache<B> {
     }
 
     /// Layer `layer`'s head results, pos-sliced and heads first (`[H, ..., D]`): cached `hook_result` if present,
-    /// else computed from `hook_z` (sliced first, so only the kept positions are contracted).
+    /// else computed from `hook_z` (sliced first, so only the kept positions are contracted). A cached result comes
+    /// back as a view of the cache's memory, which the caller copies before anything can write to it.
     fn head_results(
         &self,
         method: &'static str,
@@ -83,7 +86,7 @@ impl<B: Backend> ActivationCache<B> {
         if let Some(result) = self.entry(HookPoint::Block(layer, BlockHook::Result)) {
             return pos_slice
                 .apply(result.clone(), -3, "pos_slice")?
-                .movedim(-2, 0);
+                .moved_view(-2, 0);
         }
         let z = self.need(method, HookPoint::Block(layer, BlockHook::Z))?;
         let z = pos_slice.apply(z, -3, "pos_slice")?;
@@ -114,7 +117,12 @@ impl<B: Backend> ActivationCache<B> {
             rows.push(self.head_results(METHOD, l, &args.pos_slice)?);
             labels.extend((0..heads).map(|h| format!("L{l}H{h}")));
         }
-        let mut tensor = concat_rows(rows, || self.empty_rows(METHOD, &args.pos_slice, None))?;
+        // The concatenation copies the rows, which may be views of the cache; a single row is copied here, so that
+        // `apply_ln`, which may normalise in place, never writes into the cache.
+        let mut tensor = match rows.as_slice() {
+            [row] if row.numel() > 0 => rows.pop().expect("one row").copied(),
+            _ => concat_rows(rows, || self.empty_rows(METHOD, &args.pos_slice, None))?,
+        };
         if args.incl_remainder {
             let stream = self.stream_into(METHOD, layer, &args.pos_slice)?;
             tensor = self.append_remainder(METHOD, tensor, stream)?;

@@ -933,6 +933,44 @@ fn get_full_resid_decomposition_attn_only_model() {
     );
 }
 
+/// `compute_head_results` keeps each layer's result as a view of its heads-first product, and `stack_head_results`
+/// reads it back as a view: the stack, normalised in place by `apply_ln`, must still be memory of its own, whether it
+/// has one layer's rows (nothing concatenated) or several.
+#[test]
+fn stack_head_results_never_writes_into_the_cache() {
+    let mut cache = attn_only_cache();
+    cache.compute_head_results().unwrap();
+    let keys = ["blocks.0.attn.hook_result", "blocks.1.attn.hook_result"];
+    let before: Vec<Vec<f32>> = keys
+        .iter()
+        .map(|k| cache.get(*k).unwrap().to_vec())
+        .collect();
+    for layer in [1, -1] {
+        let stack = cache
+            .stack_head_results(StackHeadResults {
+                layer: Some(layer),
+                apply_ln: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(stack.tensor.shape()[0], 4 * if layer == 1 { 1 } else { 2 });
+    }
+    for (key, values) in keys.iter().zip(&before) {
+        assert_eq!(&cache.get(*key).unwrap().to_vec(), values, "{key}");
+    }
+    let result = cache.get(keys[0]).unwrap();
+    let rows = cache
+        .stack_head_results(StackHeadResults {
+            layer: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        rows.tensor.to_vec(),
+        result.movedim(-2, 0).unwrap().to_vec()
+    );
+}
+
 #[test]
 fn compute_test_head_results_does_not_compute_results_twice() {
     let cache = attn_only_cache();

@@ -191,6 +191,7 @@ mod flex {
     use burn_flex::{Flex, FlexTensor, Layout};
     use burn_tensor::{Bytes, DType, Element, FloatDType, Tensor, TensorPrimitive};
     use half::slice::HalfFloatSliceExt;
+    use rayon::prelude::*;
     use tlens_cache_core::dyn_tensor::MAX_RANK;
     use tlens_cache_core::kernels::Physical;
 
@@ -248,19 +249,40 @@ mod flex {
         x / (1.0 + exp(-x))
     }
 
-    /// One element-wise pass over a flex tensor through burn-flex's own driver, `unary_op` (public, though hidden
-    /// from its docs; burn is pinned to 0.21.0): in place when the tensor is contiguous and not shared, one new
-    /// buffer otherwise, and f16/bf16 through the f32 function.
+    /// Elements per task of a parallel element-wise pass: 64 KiB of f32, small enough to share the work evenly and
+    /// large enough that rayon's scheduling costs nothing measurable.
+    const PAR_CHUNK: usize = 1 << 14;
+
+    /// One element-wise pass over a flex tensor. An f32 tensor that is contiguous and not shared is rewritten in
+    /// place on rayon's threads: burn-flex runs its element-wise ops on the calling thread alone, while the matrix
+    /// products' two workers wait (22% of a forward pass's samples were that thread's on a 2-core machine). Anything
+    /// else goes through burn-flex's own driver, `unary_op` (public, though hidden from its docs; burn is pinned to
+    /// 0.21.0): one new buffer, and f16/bf16 through the f32 function.
     fn map<const D: usize>(
         x: Tensor<Flex, D>,
-        f32_op: impl Fn(f32) -> f32 + Copy,
+        f32_op: impl Fn(f32) -> f32 + Copy + Send + Sync,
         f64_op: impl Fn(f64) -> f64 + Copy,
     ) -> Tensor<Flex, D> {
-        let out = burn_flex::ops::unary::unary_op(x.into_primitive().tensor(), f32_op, f64_op);
+        let mut t = x.into_primitive().tensor();
+        let out = if t.dtype() == DType::F32 && t.is_unique() && is_whole(&t) {
+            t.storage_mut::<f32>()
+                .par_chunks_mut(PAR_CHUNK)
+                .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f32_op(*v)));
+            t
+        } else {
+            burn_flex::ops::unary::unary_op(t, f32_op, f64_op)
+        };
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
 
-    /// The scores of one forward pass, scaled and masked in one pass over them, in place: burn-flex's `mask_fill`
+    /// Whether the tensor's elements are its whole buffer, in order (what `to_contiguous` returns).
+    fn is_whole(t: &FlexTensor) -> bool {
+        let elements = t.layout().num_elements();
+        t.is_contiguous() && t.layout().start_offset() == 0 && t.storage::<f32>().len() == elements
+    }
+
+    /// The scores of one forward pass, scaled and masked in one pass over them, in place, rows shared among rayon's
+    /// threads as in [`map`]: burn-flex's `mask_fill`
     /// copies the broadcast mask to the scores' full shape through a strided iterator on every layer, and the
     /// division and the fill each write a new buffer. Soft-capped scores (Gemma 2) take the generic path.
     fn causal_scores(
@@ -271,13 +293,16 @@ mod flex {
         let [_, _, queries, keys] = scores.dims();
         let mut t = scores.into_primitive().tensor().to_contiguous();
         let scale = scale as f32;
-        for (r, row) in t.storage_mut::<f32>().chunks_exact_mut(keys).enumerate() {
-            let i = r % queries;
-            let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
-            row[..first].fill(f32::NEG_INFINITY);
-            row[first..=i].iter_mut().for_each(|x| *x /= scale);
-            row[i + 1..].fill(f32::NEG_INFINITY);
-        }
+        t.storage_mut::<f32>()
+            .par_chunks_exact_mut(keys)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let i = r % queries;
+                let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
+                row[..first].fill(f32::NEG_INFINITY);
+                row[first..=i].iter_mut().for_each(|x| *x /= scale);
+                row[i + 1..].fill(f32::NEG_INFINITY);
+            });
         Tensor::from_primitive(TensorPrimitive::Float(t))
     }
 
@@ -299,7 +324,8 @@ mod flex {
         )
     }
 
-    /// A norm's scale on a stack in one pass per row, in place when the stack is not shared. burn-flex has no fast
+    /// A norm's scale on a stack in one pass per row on rayon's threads, in place when the stack is not shared (each
+    /// row's sum in the same order whichever thread takes it). burn-flex has no fast
     /// path for a scale broadcast over the components axis (`[components, batch, pos, d_model] / [batch, pos, 1]`):
     /// it walked the stack with a strided iterator, after a mean and a difference that each wrote a new buffer, 42% of
     /// `compute_head_results` + `stack_head_results(apply_ln)` at 8×128. The mean is summed in f64.
@@ -310,15 +336,18 @@ mod flex {
         let scale = scale.into_primitive().tensor().to_contiguous();
         let scale: &[f32] = scale.storage();
         let mut t = x.into_primitive().tensor().to_contiguous();
-        for (r, row) in t.storage_mut::<f32>().chunks_exact_mut(width).enumerate() {
-            let s = scale[r % scale.len()];
-            let mean = if centre {
-                (row.iter().map(|&v| v as f64).sum::<f64>() / width as f64) as f32
-            } else {
-                0.0
-            };
-            row.iter_mut().for_each(|v| *v = (*v - mean) / s);
-        }
+        t.storage_mut::<f32>()
+            .par_chunks_exact_mut(width)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let s = scale[r % scale.len()];
+                let mean = if centre {
+                    (row.iter().map(|&v| v as f64).sum::<f64>() / width as f64) as f32
+                } else {
+                    0.0
+                };
+                row.iter_mut().for_each(|v| *v = (*v - mean) / s);
+            });
         Tensor::from_primitive(TensorPrimitive::Float(t))
     }
 
@@ -337,7 +366,7 @@ mod flex {
             && scale.dtype() == DType::F32
     }
 
-    /// Rotary embeddings in one pass over each head's vector: the same products and sum per element as the generic
+    /// Rotary embeddings in one pass over each head's vector, on rayon's threads: the same products and sum per element as the generic
     /// version, so the same bits, without its slices, negation, concatenations and broadcast products (each a new
     /// buffer, the products over heads through a strided iterator).
     fn rotary(x: FlexTensor, sin: FlexTensor, cos: FlexTensor, adjacent_pairs: bool) -> FlexTensor {
@@ -349,23 +378,22 @@ mod flex {
             (x.storage(), sin.storage(), cos.storage());
         let half = dims / 2;
         let mut out = values.to_vec();
-        for (r, (row, input)) in out
-            .chunks_exact_mut(d_head)
-            .zip(values.chunks_exact(d_head))
+        out.par_chunks_exact_mut(d_head)
+            .zip(values.par_chunks_exact(d_head))
             .enumerate()
-        {
-            let p = (r / heads) % positions;
-            let (sin, cos) = (&sin[p * dims..][..dims], &cos[p * dims..][..dims]);
-            for j in 0..dims {
-                let flipped = match (adjacent_pairs, j % 2 == 0, j < half) {
-                    (true, true, _) => -input[j + 1],
-                    (true, false, _) => input[j - 1],
-                    (false, _, true) => -input[j + half],
-                    (false, _, false) => input[j - half],
-                };
-                row[j] = input[j] * cos[j] + flipped * sin[j];
-            }
-        }
+            .for_each(|(r, (row, input))| {
+                let p = (r / heads) % positions;
+                let (sin, cos) = (&sin[p * dims..][..dims], &cos[p * dims..][..dims]);
+                for j in 0..dims {
+                    let flipped = match (adjacent_pairs, j % 2 == 0, j < half) {
+                        (true, true, _) => -input[j + 1],
+                        (true, false, _) => input[j - 1],
+                        (false, _, true) => -input[j + half],
+                        (false, _, false) => input[j - half],
+                    };
+                    row[j] = input[j] * cos[j] + flipped * sin[j];
+                }
+            });
         FlexTensor::new(
             Bytes::from_elems(out),
             Layout::contiguous(shape),
@@ -475,6 +503,35 @@ mod flex {
                 );
                 x += 1e-3;
             }
+        }
+
+        /// A tensor many parallel chunks long, rewritten in place, gets each element's own value, the same bits as
+        /// the scalar function, in every chunk (the last one short).
+        #[test]
+        fn parallel_passes_give_each_element_its_own_value() {
+            let values: Vec<f32> = (0..5 * PAR_CHUNK + 7)
+                .map(|i| (i as f32 * 0.37).sin() * 9.0)
+                .collect();
+            let x = Tensor::<Flex, 1>::from_floats(values.as_slice(), &Default::default());
+            let address = |t: &Tensor<Flex, 1>| {
+                t.clone()
+                    .into_primitive()
+                    .tensor()
+                    .storage::<f32>()
+                    .as_ptr()
+            };
+            let before = address(&x);
+            let out = Flex::tanh_gelu(x, TanhGelu::New);
+            assert_eq!(
+                address(&out),
+                before,
+                "a tensor nobody shares is rewritten in place"
+            );
+            let expected: Vec<f32> = values
+                .iter()
+                .map(|&v| tanh_gelu(v, TanhGelu::New))
+                .collect();
+            assert_eq!(out.into_data().to_vec::<f32>().unwrap(), expected);
         }
 
         /// The kernels flex runs agree with the generic defaults (which `Autodiff<Flex>` keeps, for its gradient),
