@@ -282,9 +282,9 @@ mod flex {
     }
 
     /// The scores of one forward pass, scaled and masked in one pass over them, in place, rows shared among rayon's
-    /// threads as in [`map`]: burn-flex's `mask_fill`
-    /// copies the broadcast mask to the scores' full shape through a strided iterator on every layer, and the
-    /// division and the fill each write a new buffer. Soft-capped scores (Gemma 2) take the generic path.
+    /// threads as in [`map`]: burn-flex's `mask_fill` copies the broadcast mask to the scores' full shape through a
+    /// strided iterator on every layer, and the division and the fill each write a new buffer. Soft-capped scores
+    /// (Gemma 2) take the generic path.
     fn causal_scores(
         scores: Tensor<Flex, 4>,
         scale: f64,
@@ -325,8 +325,8 @@ mod flex {
     }
 
     /// A norm's scale on a stack in one pass per row on rayon's threads, in place when the stack is not shared (each
-    /// row's sum in the same order whichever thread takes it). burn-flex has no fast
-    /// path for a scale broadcast over the components axis (`[components, batch, pos, d_model] / [batch, pos, 1]`):
+    /// row's sum in the same order whichever thread takes it). burn-flex has no fast path for a scale broadcast over
+    /// the components axis (`[components, batch, pos, d_model] / [batch, pos, 1]`):
     /// it walked the stack with a strided iterator, after a mean and a difference that each wrote a new buffer, 42% of
     /// `compute_head_results` + `stack_head_results(apply_ln)` at 8×128. The mean is summed in f64.
     ///
@@ -366,9 +366,9 @@ mod flex {
             && scale.dtype() == DType::F32
     }
 
-    /// Rotary embeddings in one pass over each head's vector, on rayon's threads: the same products and sum per element as the generic
-    /// version, so the same bits, without its slices, negation, concatenations and broadcast products (each a new
-    /// buffer, the products over heads through a strided iterator).
+    /// Rotary embeddings in one pass over each head's vector, on rayon's threads: the same products and sum per
+    /// element as the generic version, so the same bits, without its slices, negation, concatenations and broadcast
+    /// products (each a new buffer, the products over heads through a strided iterator).
     fn rotary(x: FlexTensor, sin: FlexTensor, cos: FlexTensor, adjacent_pairs: bool) -> FlexTensor {
         let shape = x.layout().shape().clone();
         let (positions, heads, d_head, dims) =
