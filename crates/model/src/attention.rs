@@ -2,7 +2,7 @@
 //! per-head query/key norm, rotary embeddings, scaled and soft-capped scores under the causal (or local) mask, the
 //! pattern, and the heads' output — with TransformerLens's hooks in its order (`components/abstract_attention.py`).
 
-use burn_tensor::{Tensor, activation::softmax, backend::Backend};
+use burn_tensor::{Tensor, backend::Backend};
 use tlens_cache_core::{
     AttentionWeights, BlockHook, HookPoint, Hooks, Norm, NormHook, head_outputs,
 };
@@ -79,24 +79,18 @@ pub(crate) fn forward<B: Kernels>(
             B::causal_scores(s, scale, cfg.attn_scores_soft_cap, cfg.attn_window(layer))
         })
     };
-    let pattern_of = |scores| B::half_ops(scores, |s| softmax(s, 3));
+    // A hook on the scores can mask a whole query row (an attention knockout); its softmax is then NaN, which
+    // TransformerLens turns into zeros. Without such a hook every row keeps its diagonal, so runs skip the check.
+    let pattern_of = |scores, nan_to_zero| B::half_ops(scores, |s| B::pattern(s, nan_to_zero));
     let scores_hooked = hooks.fires_at(b(BlockHook::AttnScores));
     let z = if scores_hooked || hooks.fires_at(b(BlockHook::Pattern)) {
         let scores = hooks.fire(b(BlockHook::AttnScores), scores_of(q, k_t))?;
-        let pattern = pattern_of(scores);
-        // A hook on the scores can mask a whole query row (an attention knockout); its softmax is then NaN, which
-        // TransformerLens turns into zeros. Without such a hook every row keeps its diagonal, so runs skip the check.
-        let pattern = if scores_hooked {
-            pattern.clone().mask_fill(pattern.is_nan(), 0.0)
-        } else {
-            pattern
-        };
-        let pattern = hooks.fire(b(BlockHook::Pattern), pattern)?;
+        let pattern = hooks.fire(b(BlockHook::Pattern), pattern_of(scores, scores_hooked))?;
         pattern.matmul(v)
     } else {
         // Nobody looks at the scores or the pattern: compute them a few heads at a time.
         attend_in_chunks(q, k_t, v, B::ATTENTION_CHUNK_BYTES, |q, k_t, v| {
-            pattern_of(scores_of(q, k_t)).matmul(v)
+            pattern_of(scores_of(q, k_t), false).matmul(v)
         })
     }
     .swap_dims(1, 2);

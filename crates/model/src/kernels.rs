@@ -2,9 +2,10 @@
 //! with burn's generic ops as the default and fused versions where a backend gains from them (the pattern of burn's
 //! custom-kernel examples). Every backend tlens builds implements it; the model's forward pass asks for it.
 //!
-//! flex fuses six of them, each found in a `perf record` of `tlens-bench` and measured side by side:
+//! flex fuses seven of them, each found in a `perf record` of `tlens-bench` and measured side by side:
 //! - the MLP activations (GPT-2's GELU was six passes plus libm's scalar `tanhf`: 2.17 → 1.67 s at 8×128);
 //! - the attention scores' scale and mask (1.72 → 1.52 s);
+//! - the attention pattern (`run_with_cache` at 4×1024: 16.6–23.5 → 13.9–16.7 s on the first pass);
 //! - rotary embeddings (Llama 3.2 1B at 1×512: 7.3 → 6.9 s);
 //! - for the cache, the cast to half precision and a norm's scale on a stack (`CacheKernels`).
 //!
@@ -122,6 +123,22 @@ pub trait Kernels: Backend {
         window: Option<usize>,
     ) -> Tensor<Self, 4> {
         generic_causal_scores(scores, scale, cap, window)
+    }
+
+    /// The attention pattern from masked scores (`[batch, heads, queries, keys]`): the softmax over the keys and,
+    /// where `nan_to_zero`, zeros in place of NaN, as TransformerLens does once a hook has seen the scores (a query
+    /// whose every key a hook masked has a NaN softmax; `torch.where(torch.isnan(pattern), 0, pattern)`).
+    fn pattern(scores: Tensor<Self, 4>, nan_to_zero: bool) -> Tensor<Self, 4> {
+        generic_pattern(scores, nan_to_zero)
+    }
+}
+
+/// [`Kernels::pattern`] in burn's generic ops: `softmax`, then `is_nan` and `mask_fill`.
+fn generic_pattern<B: Backend>(scores: Tensor<B, 4>, nan_to_zero: bool) -> Tensor<B, 4> {
+    let pattern = burn_tensor::activation::softmax(scores, 3);
+    match nan_to_zero {
+        true => pattern.clone().mask_fill(pattern.is_nan(), 0.0),
+        false => pattern,
     }
 }
 
@@ -306,6 +323,93 @@ mod flex {
         Tensor::from_primitive(TensorPrimitive::Float(t))
     }
 
+    /// The exponent below which [`softmax_row`] takes `eˣ` as zero: [`exp`] clamps its argument at −87, and the
+    /// masked keys' `−∞` must give exactly 0 (f32's `expf` is below 1.7e-38 there).
+    const EXP_FLOOR: f32 = -87.0;
+
+    /// The lanes [`softmax_row`] keeps its running maximum and sum in, so that the loops vectorise (one accumulator
+    /// would fix the order of every addition).
+    const LANES: usize = 16;
+
+    /// One row of scores turned into its softmax in place, as PyTorch's CPU kernel computes it (the maximum, `eˣ⁻ᵐᵃˣ`
+    /// and their sum, then a product with the sum's reciprocal): NaN throughout where the row has a NaN or no
+    /// finite maximum (every key masked), and zeros there instead where `nan_to_zero`.
+    #[inline(always)]
+    fn softmax_row(row: &mut [f32], nan_to_zero: bool) {
+        let (chunks, tail) = row.as_chunks::<LANES>();
+        let mut maxes = [f32::NEG_INFINITY; LANES];
+        for chunk in chunks {
+            for (m, &x) in maxes.iter_mut().zip(chunk) {
+                *m = m.max(x);
+            }
+        }
+        let max = maxes
+            .iter()
+            .chain(tail)
+            .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let e = |x: f32| {
+            let d = x - max;
+            if d < EXP_FLOOR { 0.0 } else { exp(d) }
+        };
+        let (chunks, tail) = row.as_chunks_mut::<LANES>();
+        let mut sums = [0.0f32; LANES];
+        for chunk in chunks {
+            for (s, x) in sums.iter_mut().zip(chunk) {
+                *x = e(*x);
+                *s += *x;
+            }
+        }
+        let mut sum = sums.iter().sum::<f32>();
+        for x in tail {
+            *x = e(*x);
+            sum += *x;
+        }
+        if max == f32::NEG_INFINITY || sum.is_nan() {
+            row.fill(if nan_to_zero { 0.0 } else { f32::NAN });
+            return;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+
+    /// The attention pattern of f32 scores in one pass per row on rayon's threads, in place when the scores are not
+    /// shared. burn-flex's fused softmax calls libm's scalar `expf` for every element and writes a zeroed buffer first
+    /// (a pass of its own on one thread when the allocator hands back a used block); after a hook on the scores,
+    /// `is_nan` and `mask_fill` then wrote two more buffers. When the scores are cached they are shared, and the
+    /// pattern goes to a buffer of its own, each row copied into it by the thread that computes it.
+    fn pattern(scores: FlexTensor, nan_to_zero: bool) -> FlexTensor {
+        let keys = *scores.layout().shape().last().expect("rank 4");
+        let mut t = scores.to_contiguous();
+        drop(scores);
+        if t.is_unique() && is_whole(&t) {
+            t.storage_mut::<f32>()
+                .par_chunks_exact_mut(keys)
+                .for_each(|row| softmax_row(row, nan_to_zero));
+            return t;
+        }
+        let src: &[f32] = t.storage(); // the whole buffer: `to_contiguous` gives nothing else
+        let mut out = Vec::<f32>::with_capacity(src.len());
+        out.spare_capacity_mut()
+            .par_chunks_exact_mut(keys)
+            .zip(src.par_chunks_exact(keys))
+            .for_each(|(dst, row)| {
+                // SAFETY: `dst` has room for `row`, and is written in full before it is read as `f32`s.
+                let dst = unsafe {
+                    let dst = dst.as_mut_ptr().cast::<f32>();
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst, row.len());
+                    std::slice::from_raw_parts_mut(dst, row.len())
+                };
+                softmax_row(dst, nan_to_zero);
+            });
+        // SAFETY: every row of the capacity was written above.
+        unsafe { out.set_len(src.len()) };
+        FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(t.layout().shape().clone()),
+            DType::F32,
+        )
+    }
+
     /// f32 to f16 or bf16 in one pass, through the `half` crate's slice conversion (F16C instructions for f16 where
     /// the CPU has them). burn-flex 0.21 casts through a temporary f64 copy of the whole tensor: twice the f32 size
     /// in transient memory, and a 4×1024 run with an f16 cache took 30.6 s instead of 21.0 s.
@@ -466,6 +570,15 @@ mod flex {
             }
             causal_scores(scores, scale, window)
         }
+
+        fn pattern(scores: Tensor<Self, 4>, nan_to_zero: bool) -> Tensor<Self, 4> {
+            let [.., keys] = scores.dims();
+            if keys == 0 || scores.dtype() != DType::F32 {
+                return super::generic_pattern(scores, nan_to_zero);
+            }
+            let out = pattern(scores.into_primitive().tensor(), nan_to_zero);
+            Tensor::from_primitive(TensorPrimitive::Float(out))
+        }
     }
 
     #[cfg(test)]
@@ -532,6 +645,86 @@ mod flex {
                 .map(|&v| tanh_gelu(v, TanhGelu::New))
                 .collect();
             assert_eq!(out.into_data().to_vec::<f32>().unwrap(), expected);
+        }
+
+        /// The fused pattern is the generic softmax within f32 rounding, on rows longer and shorter than its lanes:
+        /// zeros under the mask, NaN rows (all keys masked, or a NaN score) as the generic path gives them, or zeros
+        /// with `nan_to_zero`. Scores nobody shares are rewritten in place; shared (cached) scores are left alone.
+        #[test]
+        fn pattern_is_the_softmax_and_leaves_shared_scores_alone() {
+            type Generic = burn_autodiff::Autodiff<Flex>;
+            let device = Default::default();
+            for keys in [5, 37] {
+                let rows = 3 * 2 * keys;
+                let mut values: Vec<f32> = (0..rows * keys)
+                    .map(|i| (i as f32 * 0.61).sin() * 6.0)
+                    .collect();
+                for (r, row) in values.chunks_mut(keys).enumerate() {
+                    row[r % keys + 1..].fill(f32::NEG_INFINITY); // causal
+                }
+                values[2 * keys..3 * keys].fill(f32::NEG_INFINITY); // a knocked-out query
+                values[4 * keys] = f32::NAN;
+                let scores = Tensor::<Flex, 1>::from_floats(values.as_slice(), &device)
+                    .reshape([3, 2, keys, keys]);
+                for nan_to_zero in [false, true] {
+                    let generic = Generic::pattern(Tensor::from_inner(scores.clone()), nan_to_zero)
+                        .inner()
+                        .into_data()
+                        .to_vec::<f32>()
+                        .unwrap();
+                    for input in [
+                        scores.clone(),
+                        scores.clone().swap_dims(0, 1).swap_dims(0, 1),
+                    ] {
+                        let fused = Flex::pattern(input, nan_to_zero)
+                            .into_data()
+                            .to_vec::<f32>()
+                            .unwrap();
+                        for (i, (&f, &g)) in fused.iter().zip(&generic).enumerate() {
+                            assert!(
+                                (f.is_nan() && g.is_nan()) || (f - g).abs() <= 1e-6,
+                                "keys {keys}, element {i}: {f} against {g}"
+                            );
+                        }
+                        let row = |r: usize| &fused[r * keys..][..keys];
+                        assert!(row(2).iter().chain(row(4)).all(|&x| if nan_to_zero {
+                            x == 0.0
+                        } else {
+                            x.is_nan()
+                        }));
+                        assert!(
+                            row(1)[2..].iter().all(|&x| x == 0.0),
+                            "masked keys are exactly zero"
+                        );
+                    }
+                }
+                assert_eq!(
+                    scores
+                        .clone()
+                        .into_data()
+                        .to_vec::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect::<Vec<_>>(),
+                    values.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "the shared scores are unchanged"
+                );
+                let address = |t: &Tensor<Flex, 4>| {
+                    t.clone()
+                        .into_primitive()
+                        .tensor()
+                        .storage::<f32>()
+                        .as_ptr()
+                };
+                let unique = scores.clone() * 1.0;
+                let before = address(&unique);
+                assert_eq!(
+                    address(&Flex::pattern(unique, false)),
+                    before,
+                    "unshared scores are rewritten in place"
+                );
+            }
         }
 
         /// The kernels flex runs agree with the generic defaults (which `Autodiff<Flex>` keeps, for its gradient),
