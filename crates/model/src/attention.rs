@@ -75,7 +75,7 @@ pub(crate) fn forward<B: Kernels>(
         v.swap_dims(1, 2),
     );
     let scores_of = |q: Tensor<B, 4>, k_t: Tensor<B, 4>| {
-        B::half_ops(q.matmul(k_t), |s| {
+        B::half_ops(B::matmul(q, k_t, None), |s| {
             B::causal_scores(s, scale, cfg.attn_scores_soft_cap, cfg.attn_window(layer))
         })
     };
@@ -86,11 +86,11 @@ pub(crate) fn forward<B: Kernels>(
     let z = if scores_hooked || hooks.fires_at(b(BlockHook::Pattern)) {
         let scores = hooks.fire(b(BlockHook::AttnScores), scores_of(q, k_t))?;
         let pattern = hooks.fire(b(BlockHook::Pattern), pattern_of(scores, scores_hooked))?;
-        pattern.matmul(v)
+        B::matmul(pattern, v, None)
     } else {
         // Nobody looks at the scores or the pattern: compute them a few heads at a time.
         attend_in_chunks(q, k_t, v, B::ATTENTION_CHUNK_BYTES, |q, k_t, v| {
-            pattern_of(scores_of(q, k_t), false).matmul(v)
+            B::matmul(pattern_of(scores_of(q, k_t), false), v, None)
         })
     }
     .swap_dims(1, 2);

@@ -113,6 +113,16 @@ pub trait Kernels: Backend {
         crate::linear::linear(x, weight, bias)
     }
 
+    /// `lhs · rhs` over the last two axes (the same batch axes on both), plus `bias` over the last axis where given:
+    /// every matrix product of the forward pass, the dense layers' and attention's.
+    fn matmul<const D: usize>(
+        lhs: Tensor<Self, D>,
+        rhs: Tensor<Self, D>,
+        bias: Option<Tensor<Self, 1>>,
+    ) -> Tensor<Self, D> {
+        generic_matmul(lhs, rhs, bias)
+    }
+
     /// Attention scores from `q·kᵀ` (`[batch, heads, pos, pos]`): divided by `scale`, soft-capped, and `−∞` where a
     /// query may not see a key (later keys, and keys `window` or more positions back in a local layer), as
     /// TransformerLens's `calculate_attention_scores` and `apply_causal_mask`.
@@ -130,6 +140,19 @@ pub trait Kernels: Backend {
     /// whose every key a hook masked has a NaN softmax; `torch.where(torch.isnan(pattern), 0, pattern)`).
     fn pattern(scores: Tensor<Self, 4>, nan_to_zero: bool) -> Tensor<Self, 4> {
         generic_pattern(scores, nan_to_zero)
+    }
+}
+
+/// [`Kernels::matmul`] in burn's generic ops: the product, then the bias broadcast over its rows.
+fn generic_matmul<B: Backend, const D: usize>(
+    lhs: Tensor<B, D>,
+    rhs: Tensor<B, D>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    let product = lhs.matmul(rhs);
+    match bias {
+        Some(b) => product + b.unsqueeze::<D>(),
+        None => product,
     }
 }
 
@@ -410,6 +433,127 @@ mod flex {
         )
     }
 
+    /// The least work (`m·n·k` multiply-adds) for which one matrix product is split among rayon's threads, and the
+    /// least for a batch of them to be shared out a matrix per task: burn-flex's own thresholds.
+    const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+    const PARALLEL_BATCH: usize = 128 * 128 * 128;
+
+    /// Where each matrix of a flex tensor `[batch…, rows, cols]` starts in its buffer, and its row and column strides.
+    struct Matrices<'a> {
+        data: &'a [f32],
+        starts: Vec<isize>,
+        rs: isize,
+        cs: isize,
+    }
+
+    impl<'a> Matrices<'a> {
+        fn of(t: &'a FlexTensor) -> Self {
+            let (shape, strides) = (t.layout().shape(), t.layout().strides());
+            let rank = strides.len();
+            let mut starts = vec![t.layout().start_offset() as isize];
+            for axis in 0..rank - 2 {
+                starts = starts
+                    .iter()
+                    .flat_map(|&s| (0..shape[axis] as isize).map(move |i| s + i * strides[axis]))
+                    .collect();
+            }
+            Self {
+                data: t.storage(),
+                starts,
+                rs: strides[rank - 2],
+                cs: strides[rank - 1],
+            }
+        }
+
+        fn at(&self, b: usize) -> *const f32 {
+            self.data.as_ptr().wrapping_offset(self.starts[b])
+        }
+    }
+
+    /// `lhs · rhs` (`[batch…, m, k] · [batch…, k, n]`, the same batch axes) plus `bias` (`[n]`) on every row, in f32,
+    /// through the `gemm` crate that burn-flex calls, straight into a buffer that is never zeroed. burn-flex's product
+    /// writes a zeroed `Vec<u8>` (a pass on one thread when the allocator hands back a used block), copies it into a
+    /// block aligned to 16 bytes, and the bias is a third pass. The bias is the first term of the sum, as in PyTorch's
+    /// `addmm`, which fills its output with the bias and has the product added to it.
+    fn matmul(lhs: FlexTensor, rhs: FlexTensor, bias: Option<FlexTensor>) -> FlexTensor {
+        let shape = lhs.layout().shape();
+        let rank = shape.num_dims();
+        let (m, k, n) = (
+            shape[rank - 2],
+            shape[rank - 1],
+            rhs.layout().shape()[rank - 1],
+        );
+        let batch: usize = shape[..rank - 2].iter().product();
+        let mut out_shape = shape.clone();
+        out_shape[rank - 1] = n;
+        let (a, b) = (Matrices::of(&lhs), Matrices::of(&rhs));
+        let bias = bias.map(|b| b.to_contiguous()); // the whole buffer, from its start
+        let bias: Option<&[f32]> = bias.as_ref().map(FlexTensor::storage);
+
+        let size = m * n;
+        let mut out = Vec::<f32>::with_capacity(batch * size);
+        let dst = &mut out.spare_capacity_mut()[..batch * size];
+        if let (Some(bias), true) = (bias, n > 0) {
+            dst.par_chunks_exact_mut(n).for_each(|row| {
+                row.iter_mut().zip(bias).for_each(|(d, &v)| {
+                    d.write(v);
+                })
+            });
+        }
+        let product = |i: usize, dst: &mut [std::mem::MaybeUninit<f32>], parallelism| {
+            // SAFETY: the operands' layouts describe their buffers, and `dst` holds `m·n` elements, each written
+            // by `gemm` (and first by the bias where there is one, which `gemm` then reads).
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr().cast::<f32>(),
+                    1,
+                    n as isize,
+                    bias.is_some(),
+                    a.at(i),
+                    a.cs,
+                    a.rs,
+                    b.at(i),
+                    b.cs,
+                    b.rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        };
+        let work = size * k;
+        if size > 0
+            && batch > 1
+            && (batch >= 4 || work < PARALLEL_PRODUCT)
+            && batch * work >= PARALLEL_BATCH
+        {
+            dst.par_chunks_exact_mut(size)
+                .enumerate()
+                .for_each(|(i, dst)| product(i, dst, gemm::Parallelism::None));
+        } else {
+            let parallelism = match work >= PARALLEL_PRODUCT {
+                true => gemm::Parallelism::Rayon(0),
+                false => gemm::Parallelism::None,
+            };
+            for i in 0..batch {
+                product(i, &mut dst[i * size..][..size], parallelism);
+            }
+        }
+        // SAFETY: every element was written above.
+        unsafe { out.set_len(batch * size) };
+        FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(out_shape),
+            DType::F32,
+        )
+    }
+
     /// f32 to f16 or bf16 in one pass, through the `half` crate's slice conversion (F16C instructions for f16 where
     /// the CPU has them). burn-flex 0.21 casts through a temporary f64 copy of the whole tensor: twice the f32 size
     /// in transient memory, and a 4×1024 run with an f16 cache took 30.6 s instead of 21.0 s.
@@ -571,6 +715,26 @@ mod flex {
             causal_scores(scores, scale, window)
         }
 
+        fn matmul<const D: usize>(
+            lhs: Tensor<Self, D>,
+            rhs: Tensor<Self, D>,
+            bias: Option<Tensor<Self, 1>>,
+        ) -> Tensor<Self, D> {
+            let (l, r) = (lhs.dims(), rhs.dims());
+            let f32s = [lhs.dtype(), rhs.dtype()] == [DType::F32; 2]
+                && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+            if D < 2 || !f32s || l[..D - 2] != r[..D - 2] || l[D - 1] != r[D - 2] {
+                return super::generic_matmul(lhs, rhs, bias);
+            }
+            let primitive = |t: Tensor<Self, D>| t.into_primitive().tensor();
+            let out = matmul(
+                primitive(lhs),
+                primitive(rhs),
+                bias.map(|b| b.into_primitive().tensor()),
+            );
+            Tensor::from_primitive(TensorPrimitive::Float(out))
+        }
+
         fn pattern(scores: Tensor<Self, 4>, nan_to_zero: bool) -> Tensor<Self, 4> {
             let [.., keys] = scores.dims();
             if keys == 0 || scores.dtype() != DType::F32 {
@@ -719,6 +883,68 @@ mod flex {
                     before,
                     "unshared scores are rewritten in place"
                 );
+            }
+        }
+
+        /// The flex product against burn-flex's own (the generic default): bit for bit without a bias, on strided,
+        /// transposed and broadcast operands, on each of its three ways of sharing the work, and with a bias within
+        /// the rounding of a sum taken in another order (the bias first, as `addmm`).
+        #[test]
+        fn products_are_burn_flex_products() {
+            type Generic = burn_autodiff::Autodiff<Flex>;
+            let device = Default::default();
+            let tensor = |seed: f32, shape: [usize; 4]| {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37 + seed).sin()).collect();
+                Tensor::<Flex, 1>::from_floats(values.as_slice(), &device).reshape(shape)
+            };
+            let generic =
+                |a: &Tensor<Flex, 4>, b: &Tensor<Flex, 4>, bias: Option<&Tensor<Flex, 1>>| {
+                    Generic::matmul(
+                        Tensor::from_inner(a.clone()),
+                        Tensor::from_inner(b.clone()),
+                        bias.map(|b| Tensor::from_inner(b.clone())),
+                    )
+                    .inner()
+                    .into_data()
+                };
+            // [batch, heads, m, k] · [batch, heads, k, n]: many small matrices (a task each), one large one (split
+            // by gemm), a few small ones (one thread), a query-major lhs, a transposed rhs, a head broadcast, k = 0.
+            let cases = [
+                (tensor(0.1, [2, 3, 5, 4]), tensor(0.7, [2, 3, 4, 6])),
+                (
+                    tensor(0.1, [3, 40, 96, 64]).swap_dims(1, 2),
+                    tensor(0.7, [3, 96, 64, 96]),
+                ),
+                (tensor(0.1, [1, 1, 300, 200]), tensor(0.7, [1, 1, 200, 130])),
+                (
+                    tensor(0.1, [1, 2, 3, 4]),
+                    tensor(0.7, [1, 2, 6, 4]).swap_dims(2, 3),
+                ),
+                (
+                    tensor(0.1, [2, 4, 5, 4]),
+                    tensor(0.7, [2, 1, 4, 6]).expand([2, 4, 4, 6]),
+                ),
+                (
+                    Tensor::zeros([2, 3, 5, 0], &device),
+                    Tensor::zeros([2, 3, 0, 6], &device),
+                ),
+            ];
+            for (a, b) in cases {
+                let n = b.dims()[3];
+                let expected = generic(&a, &b, None);
+                Flex::matmul(a.clone(), b.clone(), None)
+                    .into_data()
+                    .assert_eq(&expected, true);
+                let values: Vec<f32> = (0..n).map(|i| i as f32 / 3.0 - 1.0).collect();
+                let bias = Tensor::<Flex, 1>::from_floats(values.as_slice(), &device);
+                let expected = generic(&a, &b, Some(&bias));
+                Flex::matmul(a, b, Some(bias))
+                    .into_data()
+                    .assert_approx_eq::<f32>(
+                        &expected,
+                        burn_tensor::Tolerance::rel_abs(1e-6, 1e-6),
+                    );
             }
         }
 
