@@ -493,7 +493,7 @@ mod flex {
         let size = m * n;
         let mut out = Vec::<f32>::with_capacity(batch * size);
         let dst = &mut out.spare_capacity_mut()[..batch * size];
-        if let (Some(bias), true) = (bias, n > 0) {
+        if let Some(bias) = bias.filter(|_| n > 0) {
             dst.par_chunks_exact_mut(n).for_each(|row| {
                 row.iter_mut().zip(bias).for_each(|(d, &v)| {
                     d.write(v);
