@@ -97,9 +97,13 @@ pub(crate) fn forward<B: Kernels>(
     let z = hooks.fire(b(BlockHook::Z), z)?;
 
     if cfg.use_attn_result {
-        let result = head_outputs(z.reshape([batch * pos, heads, d_head]), w.W_O.clone())
-            .reshape([heads, batch, pos, d_model])
-            .permute([1, 2, 0, 3]);
+        let result = head_outputs(
+            z.reshape([batch * pos, heads, d_head]),
+            w.W_O.clone(),
+            |lhs, rhs| B::matmul(lhs, rhs, None),
+        )
+        .reshape([heads, batch, pos, d_model])
+        .permute([1, 2, 0, 3]);
         let result = hooks.fire(b(BlockHook::Result), result)?;
         Ok(result.sum_dim(2).reshape([batch, pos, d_model]) + w.b_O.clone().unsqueeze::<3>())
     } else {
