@@ -14,7 +14,7 @@
 use burn_tensor::{Int, Shape, Tensor, TensorData, backend::Backend};
 
 use crate::error::{CacheError, Result};
-use crate::kernels::{CastFn, NormaliseFn};
+use crate::kernels::{CastFn, MatmulFn, NormaliseFn};
 
 /// The physical rank behind every [`DynTensor`]; the highest logical rank it can hold.
 pub const MAX_RANK: usize = 6;
@@ -432,6 +432,11 @@ impl<B: Backend> DynTensor<B> {
 
     /// Matrix product over the last two axes, broadcasting the leading ones, as `torch.matmul` for rank ≥ 2.
     pub fn matmul(self, other: Self) -> Result<Self> {
+        self.matmul_with(other, |lhs, rhs| lhs.matmul(rhs))
+    }
+
+    /// [`matmul`](Self::matmul) through a backend's kernel ([`CacheKernels::matmul`](crate::CacheKernels::matmul)).
+    pub fn matmul_with(self, other: Self, kernel: MatmulFn<B>) -> Result<Self> {
         let (a, b) = (self.shape(), other.shape());
         if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
             return Err(CacheError::Shape(format!(
@@ -446,7 +451,7 @@ impl<B: Backend> DynTensor<B> {
             return Ok(Self::zeros(&shape, &self.device()));
         }
         Ok(Self {
-            inner: self.inner.matmul(other.inner),
+            inner: kernel(self.inner, other.inner),
             rank: lead.len() + 2,
         })
     }

@@ -17,7 +17,7 @@ pub type CastFn<B> = fn(Physical<B>, FloatDType) -> Physical<B>;
 /// broadcasts over the others (TransformerLens's `apply_ln_to_stack`).
 pub type NormaliseFn<B> = fn(Physical<B>, Physical<B>, bool) -> Physical<B>;
 
-/// `lhs · rhs` over the last two axes, with the same leading axes on both.
+/// `lhs · rhs` over the last two axes, the leading axes broadcast as in burn's `matmul`.
 pub type MatmulFn<B> = fn(Physical<B>, Physical<B>) -> Physical<B>;
 
 /// The backend's kernels for the cache's hot passes, as functions.
@@ -27,7 +27,8 @@ pub struct CacheKernels<B: Backend> {
     pub cast: CastFn<B>,
     /// Applies a norm's cached scale to a stack of residual-stream components.
     pub normalise: NormaliseFn<B>,
-    /// Multiplies each layer's `hook_z` by its `W_O`, the head results (453 MB at GPT-2 small's 8×128).
+    /// The matrix products of the head results (each layer's `hook_z` times its `W_O`, 453 MB at GPT-2 small's
+    /// 8×128) and of the neuron results.
     pub matmul: MatmulFn<B>,
 }
 

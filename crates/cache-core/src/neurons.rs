@@ -239,12 +239,22 @@ impl<B: Backend> ActivationCache<B> {
         } else {
             None
         };
-        // Each row is built neuron-first, `[M', ..., 1] · [M', 1, ..., k]`: moving the small activations' neuron axis
-        // to the front costs `[..., M']`, where moving it in the product would copy all of `[..., M', k]`.
+        // Each row is built neuron-first: moving the small activations' neuron axis to the front costs `[..., M']`,
+        // where moving it in the product would copy all of `[..., M', k]`. The product is a matrix product of one
+        // term per element, `[M', rows, 1] · [M', 1, k]` (the same bits as the element-wise one), through the
+        // backend's kernel: burn-flex's broadcast product walks its operands with a strided iterator, 60% of
+        // `stack_neuron_results` at 8×128.
         let neuron_first = |acts: DynTensor<B>, per_neuron: DynTensor<B>| -> Result<DynTensor<B>> {
-            let lead = acts.rank() - 1;
-            let per_neuron = (0..lead).try_fold(per_neuron, |w, _| w.unsqueeze(1))?;
-            acts.movedim(-1, 0)?.unsqueeze(-1)?.mul(per_neuron)
+            let shape = acts.shape();
+            let (lead, m) = (&shape[..shape.len() - 1], shape[shape.len() - 1]);
+            let k = per_neuron.dim(-1)?;
+            let mut out = vec![m];
+            out.extend_from_slice(lead);
+            out.push(k);
+            acts.movedim(-1, 0)?
+                .reshape(&[m, lead.iter().product(), 1])?
+                .matmul_with(per_neuron.reshape(&[m, 1, k])?, self.kernels.matmul)?
+                .reshape(&out)
         };
         let mut rows = Vec::with_capacity(layer);
         for l in 0..layer {
