@@ -53,7 +53,8 @@ impl<B: Backend> ActivationCache<B> {
         }
     }
 
-    /// The same cache, running its hot passes (the norm's scale on a stack, the head results) with the backend's own kernels.
+    /// The same cache, running its hot passes (the norm's scale on a stack, the head and neuron results' products)
+    /// with the backend's own kernels.
     pub fn with_kernels(self, kernels: CacheKernels<B>) -> Self {
         Self { kernels, ..self }
     }
