@@ -355,18 +355,30 @@ mod flex {
     /// would fix the order of every addition).
     const LANES: usize = 16;
 
+    /// `row` folded into [`LANES`] independent accumulators, element `i` into accumulator `i mod LANES`, so that the
+    /// loop vectorises; the tail past the last full set of lanes is left to the caller.
+    #[inline(always)]
+    fn fold_lanes<T: Copy>(
+        row: &[f32],
+        init: T,
+        step: impl Fn(T, f32) -> T,
+    ) -> ([T; LANES], &[f32]) {
+        let (chunks, tail) = row.as_chunks::<LANES>();
+        let mut acc = [init; LANES];
+        for chunk in chunks {
+            for (a, &v) in acc.iter_mut().zip(chunk) {
+                *a = step(*a, v);
+            }
+        }
+        (acc, tail)
+    }
+
     /// One row of scores turned into its softmax in place, as PyTorch's CPU kernel computes it (the maximum, `eˣ⁻ᵐᵃˣ`
     /// and their sum, then a product with the sum's reciprocal): NaN throughout where the row has a NaN or no
     /// finite maximum (every key masked), and zeros there instead where `nan_to_zero`.
     #[inline(always)]
     fn softmax_row(row: &mut [f32], nan_to_zero: bool) {
-        let (chunks, tail) = row.as_chunks::<LANES>();
-        let mut maxes = [f32::NEG_INFINITY; LANES];
-        for chunk in chunks {
-            for (m, &x) in maxes.iter_mut().zip(chunk) {
-                *m = m.max(x);
-            }
-        }
+        let (maxes, tail) = fold_lanes(row, f32::NEG_INFINITY, f32::max);
         let max = maxes
             .iter()
             .chain(tail)
@@ -600,17 +612,11 @@ mod flex {
         Tensor::from_primitive(TensorPrimitive::Float(t))
     }
 
-    /// The sum of a row in f64, kept in [`LANES`] partial sums so that the loop vectorises: one running sum is a
+    /// The sum of a row in f64, kept in [`LANES`] partial sums ([`fold_lanes`]): one running sum is a
     /// chain of dependent additions, four cycles each (a tenth of `compute_head_results` +
     /// `stack_head_results(apply_ln)` at 8×128 on a Xeon). The same order on every thread.
     fn sum_f64(row: &[f32]) -> f64 {
-        let (chunks, tail) = row.as_chunks::<LANES>();
-        let mut sums = [0.0f64; LANES];
-        for chunk in chunks {
-            for (s, &v) in sums.iter_mut().zip(chunk) {
-                *s += f64::from(v);
-            }
-        }
+        let (sums, tail) = fold_lanes(row, 0.0, |s, v| s + f64::from(v));
         sums.iter().sum::<f64>() + tail.iter().map(|&v| f64::from(v)).sum::<f64>()
     }
 
