@@ -294,24 +294,44 @@ mod flex {
     /// large enough that rayon's scheduling costs nothing measurable.
     const PAR_CHUNK: usize = 1 << 14;
 
-    /// One element-wise pass over a flex tensor. An f32 tensor that is contiguous and not shared is rewritten in
-    /// place on rayon's threads: burn-flex runs its element-wise ops on the calling thread alone, while the matrix
-    /// products' two workers wait (22% of a forward pass's samples were that thread's on a 2-core machine). Anything
-    /// else goes through burn-flex's own driver, `unary_op` (public, though hidden from its docs; burn is pinned to
-    /// 0.21.0): one new buffer, and f16/bf16 through the f32 function.
+    /// One element-wise pass over a flex tensor. A contiguous f32 tensor is mapped on rayon's threads: burn-flex runs
+    /// its element-wise ops on the calling thread alone, while the matrix products' two workers wait (22% of a
+    /// forward pass's samples were that thread's on a 2-core machine). Rewritten in place when not shared; when
+    /// shared (a cached MLP input, on its way to the GELU) into a new buffer, each chunk by the thread that maps it
+    /// (burn-flex's own driver took 3% of a cached 8×128 run for this on one thread). Anything else goes through
+    /// that driver, `unary_op` (public, though hidden from its docs; burn is pinned to 0.21.0): one new buffer, and
+    /// f16/bf16 through the f32 function.
     fn map<const D: usize>(
         x: Tensor<Flex, D>,
         f32_op: impl Fn(f32) -> f32 + Copy + Send + Sync,
         f64_op: impl Fn(f64) -> f64 + Copy,
     ) -> Tensor<Flex, D> {
         let mut t = x.into_primitive().tensor();
-        let out = if t.dtype() == DType::F32 && t.is_unique() && is_whole(&t) {
+        let out = if t.dtype() != DType::F32 || !is_whole(&t) {
+            burn_flex::ops::unary::unary_op(t, f32_op, f64_op)
+        } else if t.is_unique() {
             t.storage_mut::<f32>()
                 .par_chunks_mut(PAR_CHUNK)
                 .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f32_op(*v)));
             t
         } else {
-            burn_flex::ops::unary::unary_op(t, f32_op, f64_op)
+            let src: &[f32] = t.storage(); // the whole buffer (`is_whole`)
+            let mut out = Vec::<f32>::with_capacity(src.len());
+            out.spare_capacity_mut()
+                .par_chunks_mut(PAR_CHUNK)
+                .zip(src.par_chunks(PAR_CHUNK))
+                .for_each(|(dst, src)| {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                        d.write(f32_op(v));
+                    })
+                });
+            // SAFETY: every element of the capacity was written above.
+            unsafe { out.set_len(src.len()) };
+            FlexTensor::new(
+                Bytes::from_elems(out),
+                Layout::contiguous(t.layout().shape().clone()),
+                DType::F32,
+            )
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
@@ -812,14 +832,27 @@ mod flex {
             }
         }
 
-        /// A tensor many parallel chunks long, rewritten in place, gets each element's own value, the same bits as
-        /// the scalar function, in every chunk (the last one short).
+        /// A tensor many parallel chunks long gets each element's own value, the same bits as the scalar function,
+        /// in every chunk (the last one short): rewritten in place when nobody shares it, and into a new buffer,
+        /// leaving it as it was, when shared (a cached activation).
         #[test]
         fn parallel_passes_give_each_element_its_own_value() {
             let values: Vec<f32> = (0..5 * PAR_CHUNK + 7)
                 .map(|i| (i as f32 * 0.37).sin() * 9.0)
                 .collect();
+            let expected: Vec<f32> = values
+                .iter()
+                .map(|&v| tanh_gelu(v, TanhGelu::New))
+                .collect();
             let x = Tensor::<Flex, 1>::from_floats(values.as_slice(), &Default::default());
+            let shared = Flex::tanh_gelu(x.clone(), TanhGelu::New);
+            assert_ne!(
+                address(&shared),
+                address(&x),
+                "a shared tensor is not rewritten"
+            );
+            assert_eq!(shared.into_data().to_vec::<f32>().unwrap(), expected);
+            assert_eq!(x.clone().into_data().to_vec::<f32>().unwrap(), values);
             let before = address(&x);
             let out = Flex::tanh_gelu(x, TanhGelu::New);
             assert_eq!(
@@ -827,10 +860,6 @@ mod flex {
                 before,
                 "a tensor nobody shares is rewritten in place"
             );
-            let expected: Vec<f32> = values
-                .iter()
-                .map(|&v| tanh_gelu(v, TanhGelu::New))
-                .collect();
             assert_eq!(out.into_data().to_vec::<f32>().unwrap(), expected);
         }
 
