@@ -93,7 +93,11 @@ pub(crate) fn forward<B: Kernels>(
             B::matmul(pattern_of(scores_of(q, k_t), false), v, None)
         })
     }
-    .swap_dims(1, 2);
+    // `[batch, pos, heads, d_head]` laid out in that order once, here: the output projection needs it so, and a cache
+    // given the strided view would copy it a second time.
+    .swap_dims(1, 2)
+    .reshape([batch, pos, heads * d_head])
+    .reshape([batch, pos, heads, d_head]);
     let z = hooks.fire(b(BlockHook::Z), z)?;
 
     if cfg.use_attn_result {
