@@ -28,8 +28,12 @@ pub struct CacheKernels<B: Backend> {
     /// Applies a norm's cached scale to a stack of residual-stream components.
     pub normalise: NormaliseFn<B>,
     /// The matrix products of the head results (each layer's `hook_z` times its `W_O`, 453 MB at GPT-2 small's
-    /// 8×128) and of the neuron results.
+    /// 8×128).
     pub matmul: MatmulFn<B>,
+    /// Matrix products whose inner axis has length one, `[…, m, 1] · […, 1, n]`: the neuron results, a product of one
+    /// term per element. The same bits as a broadcast element-wise product, so a backend takes whichever it runs
+    /// faster (burn-ndarray: the element-wise product; burn-flex: its matrix product).
+    pub outer: MatmulFn<B>,
 }
 
 // By hand: derived, `Clone` and `Copy` would ask the same of the backend type.
@@ -48,6 +52,7 @@ impl<B: Backend> Default for CacheKernels<B> {
             cast: |x, dtype| x.cast(dtype),
             normalise: normalise::<B>,
             matmul: |lhs, rhs| lhs.matmul(rhs),
+            outer: |lhs, rhs| lhs * rhs,
         }
     }
 }

@@ -241,9 +241,10 @@ impl<B: Backend> ActivationCache<B> {
         };
         // Each row is built neuron-first: moving the small activations' neuron axis to the front costs `[..., M']`,
         // where moving it in the product would copy all of `[..., M', k]`. The product is a matrix product of one
-        // term per element, `[M', rows, 1] · [M', 1, k]` (the same bits as the element-wise one), through the
-        // backend's kernel: burn-flex's broadcast product walks its operands with a strided iterator, 60% of
-        // `stack_neuron_results` at 8×128.
+        // term per element, `[M', rows, 1] · [M', 1, k]`, through the backend's kernel for it
+        // ([`CacheKernels::outer`](crate::CacheKernels::outer)): burn-flex's broadcast product walks its operands
+        // with a strided iterator (60% of `stack_neuron_results` at 8×128), burn-ndarray's batched matrix product
+        // makes a product per neuron (1.5× as long as its broadcast product).
         let neuron_first = |acts: DynTensor<B>, per_neuron: DynTensor<B>| -> Result<DynTensor<B>> {
             let shape = acts.shape();
             let (lead, m) = (&shape[..shape.len() - 1], shape[shape.len() - 1]);
@@ -253,7 +254,7 @@ impl<B: Backend> ActivationCache<B> {
             out.push(k);
             acts.movedim(-1, 0)?
                 .reshape(&[m, lead.iter().product(), 1])?
-                .matmul_with(per_neuron.reshape(&[m, 1, k])?, self.kernels.matmul)?
+                .matmul_with(per_neuron.reshape(&[m, 1, k])?, self.kernels.outer)?
                 .reshape(&out)
         };
         let mut rows = Vec::with_capacity(layer);

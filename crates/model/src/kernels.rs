@@ -65,6 +65,13 @@ pub trait Kernels: Backend {
         tlens_cache_core::kernels::normalise(x, scale, centre)
     }
 
+    /// `lhs · rhs` where the inner axis has length one (`[…, m, 1] · […, 1, n]`, the cache's neuron results): burn's
+    /// broadcast element-wise product, the same bits as the matrix product, in one pass where burn-ndarray's batched
+    /// matrix product makes one small product per matrix (1.06 against 0.69 s for `stack_neuron_results` at 8×128).
+    fn outer<const D: usize>(lhs: Tensor<Self, D>, rhs: Tensor<Self, D>) -> Tensor<Self, D> {
+        lhs * rhs
+    }
+
     /// These kernels as the functions an [`ActivationCache`](tlens_cache_core::ActivationCache) and its
     /// [`CacheHook`](tlens_cache_core::CacheHook) call (cache-core knows no backend, so it cannot name this trait).
     fn cache_kernels() -> CacheKernels<Self> {
@@ -72,6 +79,7 @@ pub trait Kernels: Backend {
             cast: |x, dtype| Self::cast(x, dtype),
             normalise: |x, scale, centre| Self::normalise(x, scale, centre),
             matmul: |lhs, rhs| Self::matmul(lhs, rhs, None),
+            outer: |lhs, rhs| Self::outer(lhs, rhs),
         }
     }
 
@@ -776,6 +784,12 @@ mod flex {
             Tensor::from_primitive(TensorPrimitive::Float(out))
         }
 
+        /// The matrix product: burn-flex's broadcast element-wise product walks both operands with a strided
+        /// iterator (60% of `stack_neuron_results` at 8×128).
+        fn outer<const D: usize>(lhs: Tensor<Self, D>, rhs: Tensor<Self, D>) -> Tensor<Self, D> {
+            Self::matmul(lhs, rhs, None)
+        }
+
         fn pattern(scores: Tensor<Self, 4>, nan_to_zero: bool) -> Tensor<Self, 4> {
             let [.., keys] = scores.dims();
             if keys == 0 || scores.dtype() != DType::F32 {
@@ -1065,6 +1079,17 @@ mod flex {
                     fused.assert_approx_eq::<f32>(&generic, burn_tensor::Tolerance::absolute(1e-6));
                 }
             }
+            // Products of one term per element, `[4, 3, 1] · [4, 1, 8]`: the matrix product gives the broadcast
+            // product's bits.
+            let column = x.clone().narrow(1, 0, 3).reshape([4, 3, 1]);
+            let row = x.clone().narrow(1, 8, 8).reshape([4, 1, 8]);
+            let generic = Generic::outer(
+                Tensor::from_inner(column.clone()),
+                Tensor::from_inner(row.clone()),
+            )
+            .inner()
+            .into_data();
+            B::outer(column, row).into_data().assert_eq(&generic, true);
             // [batch 2, pos 3, heads 2, d_head 8], rotating all 8 dimensions or the first 4.
             let heads = Tensor::<B, 1>::from_floats(&values[..96], &device).reshape([2, 3, 2, 8]);
             for dims in [8, 4] {
