@@ -439,7 +439,8 @@ impl<B: Backend> DynTensor<B> {
         self.matmul_with(other, |lhs, rhs| lhs.matmul(rhs))
     }
 
-    /// [`matmul`](Self::matmul) through a backend's kernel ([`CacheKernels::matmul`](crate::CacheKernels::matmul)).
+    /// [`matmul`](Self::matmul) through a backend's kernel ([`CacheKernels::matmul`](crate::CacheKernels::matmul) or
+    /// [`CacheKernels::outer`](crate::CacheKernels::outer)).
     pub fn matmul_with(self, other: Self, kernel: MatmulFn<B>) -> Result<Self> {
         let (a, b) = (self.shape(), other.shape());
         if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
