@@ -1,5 +1,6 @@
 //! The book's table of hook points is the hook schema's ([`tlens::cache_core::hook_point::markdown_table`]): this
-//! test fails when they differ. `TLENS_BLESS=1 cargo test --test book` rewrites the book's table from the schema.
+//! test fails when they differ. `TLENS_BLESS=1 cargo test --test integration book::` rewrites the book's table from
+//! the schema.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,6 @@ fn hooks_chapter_table_comes_from_the_hook_schema() {
     assert_eq!(
         &text[start..end],
         table,
-        "book/src/hooks.md's table differs from the hook schema; run TLENS_BLESS=1 cargo test --test book"
+        "book/src/hooks.md's table differs from the hook schema; run TLENS_BLESS=1 cargo test --test integration book::"
     );
 }

@@ -7,9 +7,7 @@
 //! decoding is covered by the gpt2-tiny plans), and the memory-watermark cases 41–42 (see
 //! `projection_never_builds_the_neuron_by_d_model_tensor` below for what replaces them).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tlens_cache_core::{
     AccumulatedResid, ActivationCache, ApplyLnToStack, CacheError, CacheKey, DecomposeMode,
     DecomposeResid, DynTensor, GetFullResidDecomposition, GetNeuronResults, LogitAttrs, Slice,

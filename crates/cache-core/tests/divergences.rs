@@ -2,9 +2,7 @@
 //! (`book/src/divergences.md`). The plan calls whose goldens record TransformerLens's behaviour are listed in
 //! `tests/plans/divergences.json` with the name of the test here that shows tlens's.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tlens_cache_core::{
     AccumulatedResid, ApplyLnToStack, DecomposeResid, DynTensor, GetFullResidDecomposition,
     GetNeuronResults, LogitAttrs, RunOptions, Slice, StackHeadResults, StackNeuronResults,

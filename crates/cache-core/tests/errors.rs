@@ -1,8 +1,6 @@
 //! Every failure a caller can cause is a typed `CacheError`, checked before burn sees a shape (burn panics).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tlens_cache_core::{
     AccumulatedResid, ApplyLnToStack, CacheError, DecomposeResid, GetFullResidDecomposition,
     GetNeuronResults, LogitAttrs, RunOptions, Slice, StackHeadResults, StackNeuronResults,
