@@ -1,6 +1,6 @@
 //! criterion benches of the hot paths on ndarray, on a small GPT-2-shaped model (4 layers, d_model 256, 4 heads of
-//! 64, d_mlp 1024, vocab 5000; random weights; batch 4 × 64 positions). `cargo bench` runs them; the full-size
-//! comparison with TransformerLens is `cargo xtask bench`.
+//! 64, d_mlp 1024, vocab 5000; random weights; batch 4 × 64 positions). `cargo bench -p tlens-bench` runs them; the
+//! full-size comparison with TransformerLens is `cargo xtask bench`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tlens::backend::NdArray;

@@ -110,7 +110,7 @@ step "build: xtask, tlens (dev profile, what parity runs), tlens-bench (release)
 # The same commands xtask runs (same features and environment), so that its own builds find nothing to do.
 run cargo build --package xtask
 run cargo build --bin tlens --no-default-features --features "$features"
-run cargo build --release --bin tlens-bench --no-default-features --features "$features"
+run cargo build --release --package tlens-bench --bin tlens-bench --no-default-features --features "$features"
 
 tch_env=(env)
 if [ "$with_tch" = 1 ]; then

@@ -291,6 +291,11 @@ fn build_with_backends(
     if release {
         build.arg("--release");
     }
+    // The bench runner is the benches crate's (not a default member); `tlens` is built as the default members see
+    // it, with the features `cargo test` unifies, so that parity reuses the test build's crates.
+    if bin == "tlens-bench" {
+        build.args(["--package", bin]);
+    }
     if backends.iter().any(|b| b == "tch") && std::env::var_os("LIBTORCH").is_none() {
         build.env("LIBTORCH", libtorch()?);
     }
