@@ -163,7 +163,7 @@ fn parity(args: &[String]) -> Result<(), String> {
     check_args("parity", args, &["--features", "--out"])?;
     let features = flag(args, "--features").unwrap_or("ndarray").to_string();
     let backends = backend_list(&features);
-    let built = build_with_backends("tlens", false, &features, &backends)?;
+    let built = build_with_backends("tlens", None, false, &features, &backends)?;
     let out_dir = root().join("target/parity");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     // A copy: another build in the same target folder may replace target/debug/tlens with other features.
@@ -270,9 +270,12 @@ fn parity(args: &[String]) -> Result<(), String> {
 }
 
 /// Builds the binary `bin` with exactly the backend `features` (LIBTORCH from `cargo xtask libtorch` when tch is among
-/// them and none is set) and returns its path in the target folder.
+/// them and none is set) and returns its path in the target folder. `package` names the crate when `bin` is not a
+/// default member's: `tlens` is built as the default members see it, with the features `cargo test` unifies, so that
+/// parity reuses the test build's crates.
 fn build_with_backends(
     bin: &str,
+    package: Option<&str>,
     release: bool,
     features: &str,
     backends: &[String],
@@ -291,10 +294,8 @@ fn build_with_backends(
     if release {
         build.arg("--release");
     }
-    // The bench runner is the benches crate's (not a default member); `tlens` is built as the default members see
-    // it, with the features `cargo test` unifies, so that parity reuses the test build's crates.
-    if bin == "tlens-bench" {
-        build.args(["--package", bin]);
+    if let Some(package) = package {
+        build.args(["--package", package]);
     }
     if backends.iter().any(|b| b == "tch") && std::env::var_os("LIBTORCH").is_none() {
         build.env("LIBTORCH", libtorch()?);
@@ -388,7 +389,13 @@ fn bench(args: &[String]) -> Result<(), String> {
     let exe = bench_dir.join(format!("tlens-bench-{}", backends.join("-")));
     // `--features ""` measures TransformerLens alone (with --vs-python): nothing of tlens to build.
     if !backends.is_empty() {
-        let built = build_with_backends("tlens-bench", true, &features, &backends)?;
+        let built = build_with_backends(
+            "tlens-bench",
+            Some("tlens-bench"),
+            true,
+            &features,
+            &backends,
+        )?;
         std::fs::copy(built, &exe).map_err(|e| e.to_string())?;
     }
     let python = root().join("reference/.venv/bin/python");
