@@ -45,6 +45,10 @@ pub const CAUSAL_CASES: [&str; 2] = ["patch_head_out_by_pos", "grad_run"];
 /// backends that store f16 and bf16 (not ndarray), and with no TransformerLens counterpart.
 pub const HALF_CACHE_CASES: [&str; 2] = ["run_with_cache_f16", "run_with_cache_bf16"];
 
+/// Reading every layer's `hook_pattern` from a `run_with_cache` cache, run only when named: the cache keeps the
+/// patterns as their recipe (`ActivationCache::is_derived`), so each read computes one again.
+pub const READ_CASES: [&str; 1] = ["read_patterns"];
+
 /// A forward pass of the model in half precision (`Processing::dtype`), run only when named: on backends that compute
 /// in f16 and bf16 (flex, tch, cuda).
 pub const HALF_COMPUTE_CASES: [&str; 2] = ["forward_f16", "forward_bf16"];
@@ -160,6 +164,7 @@ impl BackendTask for BenchCase {
             &CAUSAL_CASES,
             &HALF_CACHE_CASES,
             &HALF_COMPUTE_CASES,
+            &READ_CASES,
         ]
         .concat();
         if !known.contains(&self.case.as_str()) {
@@ -241,14 +246,14 @@ impl BackendTask for BenchCase {
                     let start = Instant::now();
                     let (logits, cache) = model.run_with_cache(&tokens, options.clone())?;
                     sync(logits);
-                    cache_bytes = bytes(&cache);
+                    cache_bytes = cache.stored_bytes();
                     drop(cache);
                     seconds.push(start.elapsed().as_secs_f64());
                 }
             }
             method => {
                 let (_, cache) = model.run_with_cache(&tokens, RunOptions::default())?;
-                cache_bytes = bytes(&cache);
+                cache_bytes = cache.stored_bytes();
                 for _ in 0..self.reps {
                     let start = Instant::now();
                     let out = cache_method(&cache, method)?;
@@ -323,6 +328,18 @@ fn cache_method<B: Backend>(
                 .tensor
         }
         "decompose_resid" => cache.decompose_resid(DecomposeResid::default())?.tensor,
+        "read_patterns" => {
+            let n_layers = cache.cfg().n_layers;
+            for layer in 0..n_layers - 1 {
+                sync(
+                    cache
+                        .get(("pattern", layer as i64))?
+                        .physical_tensor()
+                        .clone(),
+                );
+            }
+            cache.get(("pattern", n_layers as i64 - 1))?
+        }
         "head_results" => {
             let mut cache = cache.clone();
             cache.compute_head_results()?;
@@ -393,13 +410,6 @@ fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
         t.slice(std::array::from_fn::<_, D, _>(|i| 0..dims[i].min(1)))
             .into_data(),
     );
-}
-
-fn bytes<B: Backend>(cache: &ActivationCache<B>) -> usize {
-    cache
-        .values()
-        .map(|t| t.shape().iter().product::<usize>() * t.physical_tensor().dtype().size())
-        .sum()
 }
 
 /// Peak resident set size of this process (`VmHWM` of /proc/self/status), bytes.

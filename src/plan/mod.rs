@@ -316,7 +316,7 @@ impl EvalPlan {
         tensors.extend(
             cache
                 .items()
-                .map(|(k, v)| NamedTensor::float(format!("cache/{k}"), v)),
+                .map(|(k, v)| NamedTensor::float(format!("cache/{k}"), &v)),
         );
         let mut metadata = HashMap::from([("plan".to_string(), text)]);
         let mut ctx = methods::CallContext::new(cache, tokenizer);

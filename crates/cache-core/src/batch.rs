@@ -6,6 +6,7 @@ use std::sync::Arc;
 use burn_tensor::backend::Backend;
 
 use crate::cache::{ActivationCache, ModelParams};
+use crate::derived::Kept;
 use crate::error::{CacheError, Result};
 use crate::slice::Slice;
 
@@ -17,8 +18,10 @@ impl<B: Backend> ActivationCache<B> {
             return None;
         }
         let mut counts: HashMap<usize, usize> = HashMap::new();
-        for t in self.entries.values().filter(|t| t.rank() > 0) {
-            *counts.entry(t.shape()[0]).or_default() += 1;
+        for shape in self.entries.values().map(Kept::shape) {
+            if let Some(&size) = shape.first() {
+                *counts.entry(size).or_default() += 1;
+            }
         }
         counts
             .into_iter()
@@ -57,8 +60,8 @@ impl<B: Backend> ActivationCache<B> {
             )));
         }
         for t in self.entries.values_mut() {
-            if t.rank() > 0 && t.shape()[0] == 1 {
-                *t = t.clone().index(0, 0)?;
+            if t.shape().first() == Some(&1) {
+                *t = t.slice(&Slice::Index(0), 0, "remove_batch_dim")?;
             }
         }
         self.has_batch_dim = false;
@@ -93,7 +96,7 @@ impl<B: Backend> ActivationCache<B> {
         let entries = self
             .entries
             .iter()
-            .map(|(k, t)| Ok((k.clone(), batch_slice.apply(t.clone(), 0, "batch_slice")?)))
+            .map(|(k, t)| Ok((k.clone(), t.slice(&batch_slice, 0, "batch_slice")?)))
             .collect::<Result<_>>()?;
         let has_batch_dim = !batch_slice.removes_axis();
         let mut options = self.options.clone();
@@ -122,7 +125,10 @@ impl<B: Backend> ActivationCache<B> {
             entries: self
                 .entries
                 .into_iter()
-                .map(|(k, t)| (k, t.to_device(device)))
+                .map(|(k, t)| {
+                    let device = device.clone();
+                    (k, t.map(move |t| t.to_device(&device)))
+                })
                 .collect(),
             model,
             has_batch_dim: self.has_batch_dim,

@@ -6,6 +6,7 @@ use burn_tensor::backend::Backend;
 use indexmap::IndexMap;
 
 use crate::config::HookedTransformerConfig;
+use crate::derived::Kept;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result, closest};
 use crate::hook_names::CacheKey;
@@ -29,7 +30,7 @@ pub struct ModelParams<B: Backend> {
 /// Made by the model's `run_with_cache`. Index it with any key TransformerLens accepts ([`CacheKey`]).
 #[derive(Clone, Debug)]
 pub struct ActivationCache<B: Backend> {
-    pub(crate) entries: IndexMap<String, DynTensor<B>>,
+    pub(crate) entries: IndexMap<String, Kept<B>>,
     pub(crate) model: Arc<ModelParams<B>>,
     pub(crate) has_batch_dim: bool,
     pub(crate) options: RunOptions,
@@ -37,15 +38,15 @@ pub struct ActivationCache<B: Backend> {
 }
 
 impl<B: Backend> ActivationCache<B> {
-    /// Wraps the activations of a run.
-    pub fn new(
-        entries: IndexMap<String, DynTensor<B>>,
+    /// Wraps the activations of a run (tensors, or [`Kept`] entries of which some may be derived).
+    pub fn new<K: Into<Kept<B>>>(
+        entries: IndexMap<String, K>,
         model: Arc<ModelParams<B>>,
         options: RunOptions,
     ) -> Self {
         let has_batch_dim = !options.remove_batch_dim;
         Self {
-            entries,
+            entries: entries.into_iter().map(|(k, v)| (k, v.into())).collect(),
             model,
             has_batch_dim,
             options,
@@ -162,7 +163,7 @@ impl<B: Backend> ActivationCache<B> {
             )
         });
         match found {
-            Some((_, t)) => Ok(pos_slice.apply(t.clone(), -2, "pos_slice")?.shape()),
+            Some((_, t)) => Ok(t.slice(pos_slice, -2, "pos_slice")?.shape()),
             None => Err(self.missing(method, HookPoint::Embed)),
         }
     }
@@ -220,14 +221,32 @@ impl<B: Backend> ActivationCache<B> {
     }
 
     /// The activations, in firing order, as stored: in the run's
-    /// [`cache_dtype`](crate::RunOptions::cache_dtype) (`get` and the methods read them as f32).
-    pub fn values(&self) -> impl Iterator<Item = &DynTensor<B>> {
-        self.entries.values()
+    /// [`cache_dtype`](crate::RunOptions::cache_dtype) (`get` and the methods read them as f32). A derived activation
+    /// ([`is_derived`](Self::is_derived)) is computed as the iterator reaches it.
+    pub fn values(&self) -> impl Iterator<Item = DynTensor<B>> {
+        self.entries.values().map(Kept::tensor)
     }
 
     /// `(hook name, activation)` pairs, in firing order, as stored (see [`values`](Self::values)).
-    pub fn items(&self) -> impl Iterator<Item = (&str, &DynTensor<B>)> {
+    pub fn items(&self) -> impl Iterator<Item = (&str, DynTensor<B>)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.tensor()))
+    }
+
+    /// How the cache holds each activation, in firing order, without computing the derived ones.
+    pub fn kept(&self) -> impl Iterator<Item = (&str, &Kept<B>)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Whether the cache keeps this hook's activation as the computation that makes it (the attention scores and
+    /// pattern of a run where no hook needed them whole; see [`Derived`](crate::Derived)): it is computed again, to
+    /// the same values, on every read.
+    pub fn is_derived(&self, name: &str) -> bool {
+        matches!(self.entries.get(name), Some(Kept::Derived(_)))
+    }
+
+    /// The bytes of tensor memory the cache holds (derived activations hold none of their own).
+    pub fn stored_bytes(&self) -> usize {
+        self.entries.values().map(Kept::stored_bytes).sum()
     }
 
     /// The number of activations.
@@ -258,6 +277,6 @@ impl<B: Backend> std::fmt::Display for ActivationCache<B> {
 
 /// A stored activation as f32, whatever [`RunOptions::cache_dtype`](crate::RunOptions) kept it in: every method
 /// computes in f32.
-fn upcast<B: Backend>(t: &DynTensor<B>) -> DynTensor<B> {
-    t.clone().cast(burn_tensor::FloatDType::F32)
+fn upcast<B: Backend>(t: &Kept<B>) -> DynTensor<B> {
+    t.tensor().cast(burn_tensor::FloatDType::F32)
 }

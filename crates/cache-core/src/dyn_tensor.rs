@@ -134,15 +134,7 @@ impl<B: Backend> DynTensor<B> {
 
     /// Maps a logical axis (negative counts from the end) to its physical axis.
     pub fn physical(&self, axis: isize) -> Result<usize> {
-        let rank = self.rank as isize;
-        let logical = if axis < 0 { rank + axis } else { axis };
-        if logical < 0 || logical >= rank {
-            return Err(CacheError::Shape(format!(
-                "axis {axis} does not exist in a tensor of shape {:?}",
-                self.shape()
-            )));
-        }
-        Ok(MAX_RANK - self.rank + logical as usize)
+        Ok(MAX_RANK - self.rank + logical_axis(&self.shape(), axis)?)
     }
 
     /// Keeps `length` entries of `axis` from `start`, as `torch.narrow` (an empty range gives an empty tensor; a range
@@ -525,4 +517,16 @@ fn pad_shape(shape: &[usize]) -> [usize; MAX_RANK] {
     let mut padded = [1; MAX_RANK];
     padded[MAX_RANK - shape.len()..].copy_from_slice(shape);
     padded
+}
+
+/// The index into `shape` of a logical axis (negative counts from the end), or an error naming the shape.
+pub(crate) fn logical_axis(shape: &[usize], axis: isize) -> Result<usize> {
+    let rank = shape.len() as isize;
+    let logical = if axis < 0 { rank + axis } else { axis };
+    if logical < 0 || logical >= rank {
+        return Err(CacheError::Shape(format!(
+            "axis {axis} does not exist in a tensor of shape {shape:?}"
+        )));
+    }
+    Ok(logical as usize)
 }

@@ -56,7 +56,7 @@ impl<B: Backend> ActivationCache<B> {
                 .entries
                 .get_index_of(&z_point.to_string())
                 .map_or(self.entries.len(), |i| i + 1);
-            self.entries.shift_insert(at, key, result);
+            self.entries.shift_insert(at, key, result.into());
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use burn_tensor::{Tensor, backend::Backend};
 
+use crate::derived::Derived;
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::hook_point::HookPoint;
@@ -34,6 +35,19 @@ pub trait Hook<B: Backend> {
         point: HookPoint,
         activation: &DynTensor<B>,
     ) -> Result<Option<DynTensor<B>>>;
+
+    /// Whether the hook can take this hook point's activation as the computation that makes it ([`Derived`]) rather
+    /// than as a tensor. Only a hook that keeps what it sees, and changes nothing, can: the forward pass then need not
+    /// hold the activation whole (the attention scores and pattern). The default is no.
+    fn takes_derived(&self, _point: HookPoint) -> bool {
+        false
+    }
+
+    /// Sees an activation as its computation; called only where [`takes_derived`](Self::takes_derived) says yes.
+    /// The default computes it and applies the hook to the tensor, ignoring any replacement.
+    fn apply_derived(&mut self, point: HookPoint, activation: &Derived<B>) -> Result<()> {
+        self.apply(point, &activation.compute()).map(drop)
+    }
 }
 
 /// A closure as a hook at one hook point: it gets the activation and returns a replacement, or `None`.
@@ -87,6 +101,24 @@ impl<'a, B: Backend> Hooks<'a, B> {
     /// Whether any hook fires at `point`.
     pub fn fires_at(&self, point: HookPoint) -> bool {
         self.hooks.iter().any(|h| h.fires_at(point))
+    }
+
+    /// Whether every hook that fires at `point` takes its activation as a [`Derived`] computation (true when none
+    /// fires): the forward pass may then hand them [`fire_derived`](Self::fire_derived) instead of the tensor.
+    pub fn take_derived(&self, point: HookPoint) -> bool {
+        self.hooks
+            .iter()
+            .filter(|h| h.fires_at(point))
+            .all(|h| h.takes_derived(point))
+    }
+
+    /// Hands the computation of `point`'s activation to the hooks that fire there; the caller has checked
+    /// [`take_derived`](Self::take_derived), so none of them can change it.
+    pub fn fire_derived(&mut self, point: HookPoint, activation: &Derived<B>) -> Result<()> {
+        for hook in self.hooks.iter_mut().filter(|h| h.fires_at(point)) {
+            hook.apply_derived(point, activation)?;
+        }
+        Ok(())
     }
 
     /// Passes an activation through the hooks that fire at `point` and returns what the forward pass continues

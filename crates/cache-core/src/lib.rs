@@ -46,6 +46,7 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod decomposition;
+pub mod derived;
 pub mod dyn_tensor;
 pub mod error;
 pub mod heads;
@@ -71,6 +72,7 @@ pub use config::{
     PositionalEmbeddingType,
 };
 pub use decomposition::GetFullResidDecomposition;
+pub use derived::{Derived, Kept};
 pub use dyn_tensor::DynTensor;
 pub use error::{CacheError, Result};
 pub use heads::{StackHeadResults, head_outputs};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use burn_tensor::backend::Backend;
 use indexmap::IndexMap;
 
+use crate::derived::{Derived, Kept};
 use crate::dyn_tensor::DynTensor;
 use crate::error::{CacheError, Result};
 use crate::hook_point::HookPoint;
@@ -83,7 +84,7 @@ pub struct RunOptions {
 /// The caching hook of `run_with_cache`: keeps what the [`RunOptions`] ask for, already sliced, and changes nothing.
 pub struct CacheHook<B: Backend> {
     options: RunOptions,
-    entries: IndexMap<String, DynTensor<B>>,
+    entries: IndexMap<String, Kept<B>>,
     /// The backend's kernels (the conversion to the cache's dtype).
     kernels: CacheKernels<B>,
 }
@@ -107,13 +108,28 @@ impl<B: Backend> Hook<B> for CacheHook<B> {
         self.keep(point.to_string(), point, activation.clone())?;
         Ok(None)
     }
+
+    /// The cache keeps a derived activation as it is: slicing, dropping the batch axis and the cast happen when it
+    /// is read.
+    fn takes_derived(&self, _point: HookPoint) -> bool {
+        true
+    }
+
+    fn apply_derived(&mut self, point: HookPoint, activation: &Derived<B>) -> Result<()> {
+        self.keep_as(point.to_string(), point, activation.clone().into())
+    }
 }
 
 impl<B: Backend> CacheHook<B> {
     /// Keeps a tensor shaped like `point`'s activation under `name` (the activation itself, or its gradient as
     /// `<name>_grad`), sliced and without its batch axis as the options ask.
     pub fn keep(&mut self, name: String, point: HookPoint, tensor: DynTensor<B>) -> Result<()> {
-        let mut t = tensor;
+        self.keep_as(name, point, tensor.into())
+    }
+
+    /// [`keep`](Self::keep) for a tensor or a derived activation.
+    fn keep_as(&mut self, name: String, point: HookPoint, kept: Kept<B>) -> Result<()> {
+        let mut t = kept;
         let pos_slice = self.options.pos_slice.keeping_axis();
         if pos_slice != Slice::All {
             let axis = point.position_axis().ok_or_else(|| {
@@ -122,20 +138,21 @@ impl<B: Backend> CacheHook<B> {
                      heads; leave it out of names_filter"
                 ))
             })?;
-            t = pos_slice.apply(t, axis, "pos_slice")?;
+            t = t.slice(&pos_slice, axis, "pos_slice")?;
         }
         if self.options.remove_batch_dim {
-            let batch = t.dim(0)?;
+            let batch = t.shape().first().copied().unwrap_or(0);
             if batch != 1 {
                 return Err(CacheError::InvalidArgument(format!(
                     "remove_batch_dim needs a batch of one sequence, got {batch}"
                 )));
             }
-            t = t.index(0, 0)?;
+            t = t.slice(&Slice::Index(0), 0, "remove_batch_dim")?;
         }
         if let Some(dtype) = self.options.cache_dtype {
-            dtype.check_backend::<B>(&t.device())?;
-            t = t.cast_with(dtype.float_dtype(), self.kernels.cast);
+            dtype.check_backend::<B>(&Default::default())?;
+            let cast = self.kernels.cast;
+            t = t.map(move |t| t.cast_with(dtype.float_dtype(), cast));
         }
         self.entries.insert(name, t);
         Ok(())
@@ -160,7 +177,7 @@ impl<B: Backend> CacheHook<B> {
     }
 
     /// The kept activations, in firing order.
-    pub fn into_entries(self) -> (RunOptions, IndexMap<String, DynTensor<B>>) {
+    pub fn into_entries(self) -> (RunOptions, IndexMap<String, Kept<B>>) {
         (self.options, self.entries)
     }
 }

@@ -89,7 +89,7 @@ impl<B: Backend> ActivationCache<B> {
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors: Vec<NamedTensor> = self
             .items()
-            .map(|(k, v)| NamedTensor::float(k, v))
+            .map(|(k, v)| NamedTensor::float(k, &v))
             .collect();
         let metadata = HashMap::from([
             ("format".to_string(), CACHE_FORMAT.to_string()),

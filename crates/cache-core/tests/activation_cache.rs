@@ -708,8 +708,8 @@ fn items_values_and_keys_follow_firing_order() {
     assert_eq!(cache.len(), names.len());
     for ((key, value), (v, name)) in cache.items().zip(cache.values().zip(&names)) {
         assert_eq!(key, name);
-        assert_equal(value, v, key);
-        assert_equal(value, &cache.get(key).unwrap(), key);
+        assert_equal(&value, &v, key);
+        assert_equal(&value, &cache.get(key).unwrap(), key);
     }
 }
 
@@ -982,9 +982,9 @@ fn compute_test_head_results_does_not_compute_results_twice() {
         .items()
         .map(|(k, v)| {
             let v = if k == "blocks.0.attn.hook_result" {
-                v.clone().map(|t| t.zeros_like().add_scalar(f32::INFINITY))
+                v.map(|t| t.zeros_like().add_scalar(f32::INFINITY))
             } else {
-                v.clone()
+                v
             };
             (k.to_string(), v)
         })
@@ -1317,6 +1317,6 @@ fn to_keeps_every_activation() {
         cache.keys().collect::<Vec<_>>()
     );
     for (key, value) in cache.items() {
-        assert_equal(&moved.get(key).unwrap(), value, key);
+        assert_equal(&moved.get(key).unwrap(), &value, key);
     }
 }

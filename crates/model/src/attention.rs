@@ -4,7 +4,7 @@
 
 use burn_tensor::{Tensor, backend::Backend};
 use tlens_cache_core::{
-    AttentionWeights, BlockHook, HookPoint, Hooks, Norm, NormHook, head_outputs,
+    AttentionWeights, BlockHook, Derived, DynTensor, HookPoint, Hooks, Norm, NormHook, head_outputs,
 };
 
 use crate::error::Result;
@@ -59,8 +59,6 @@ pub(crate) fn forward<B: Kernels>(
         }
         None => (q, k),
     };
-    let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
-
     let mut scale = if cfg.use_attn_scale {
         cfg.attn_scale
     } else {
@@ -69,28 +67,34 @@ pub(crate) fn forward<B: Kernels>(
     if cfg.scale_attn_by_inverse_layer_idx {
         scale *= (layer + 1) as f64;
     }
-    let (q, k_t, v) = (
-        q.swap_dims(1, 2),
-        k.permute([0, 2, 3, 1]),
-        v.swap_dims(1, 2),
-    );
-    let scores_of = |q: Tensor<B, 4>, k_t: Tensor<B, 4>| {
-        B::half_ops(B::matmul(q, k_t, None), |s| {
-            B::causal_scores(s, scale, cfg.attn_scores_soft_cap, cfg.attn_window(layer))
-        })
+    let scores = Scores {
+        scale,
+        cap: cfg.attn_scores_soft_cap,
+        window: cfg.attn_window(layer),
     };
-    // A hook on the scores can mask a whole query row (an attention knockout); its softmax is then NaN, which
-    // TransformerLens turns into zeros. Without such a hook every row keeps its diagonal, so runs skip the check.
-    let pattern_of = |scores, nan_to_zero| B::half_ops(scores, |s| B::pattern(s, nan_to_zero));
-    let scores_hooked = hooks.fires_at(b(BlockHook::AttnScores));
-    let z = if scores_hooked || hooks.fires_at(b(BlockHook::Pattern)) {
-        let scores = hooks.fire(b(BlockHook::AttnScores), scores_of(q, k_t))?;
-        let pattern = hooks.fire(b(BlockHook::Pattern), pattern_of(scores, scores_hooked))?;
+    let (scores_at, pattern_at) = (b(BlockHook::AttnScores), b(BlockHook::Pattern));
+    let scores_hooked = hooks.fires_at(scores_at);
+    let seen = scores_hooked || hooks.fires_at(pattern_at);
+    let q = q.swap_dims(1, 2);
+    let v = repeat_kv(v, heads).swap_dims(1, 2);
+    let z = if seen && !(hooks.take_derived(scores_at) && hooks.take_derived(pattern_at)) {
+        // A hook reads or changes the scores or the pattern: both are computed whole.
+        let k_t = keys_last(k, heads);
+        let scores = hooks.fire(scores_at, scores.of(q, k_t))?;
+        // A hook on the scores can mask a whole query row (an attention knockout); its softmax is then NaN, which
+        // TransformerLens turns into zeros. Without such a hook every row keeps its diagonal, so runs skip the check.
+        let pattern = hooks.fire(pattern_at, Scores::pattern(scores, scores_hooked))?;
         B::matmul(pattern, v, None)
     } else {
-        // Nobody looks at the scores or the pattern: compute them a few heads at a time.
-        attend_in_chunks(q, k_t, v, B::ATTENTION_CHUNK_BYTES, |q, k_t, v| {
-            B::matmul(pattern_of(scores_of(q, k_t), false), v, None)
+        if seen {
+            // Only the cache wants them: it keeps their recipe, from the queries and keys it holds anyway.
+            hooks.fire_derived(scores_at, &scores.derived(&q, &k, heads, false))?;
+            hooks.fire_derived(pattern_at, &scores.derived(&q, &k, heads, true))?;
+        }
+        // The scores and the pattern a few heads at a time.
+        let k_t = keys_last(k, heads);
+        in_chunks([q, k_t, v], B::ATTENTION_CHUNK_BYTES, |[q, k_t, v]| {
+            B::matmul(Scores::pattern(scores.of(q, k_t), false), v, None)
         })
     }
     // `[batch, pos, heads, d_head]` laid out in that order once, here: the output projection needs it so, and a cache
@@ -163,36 +167,88 @@ fn head_norm<B: Backend>(
     Ok(norm(Some(w), flat, eps, at, hooks)?.reshape([batch, pos, heads, d_head]))
 }
 
-/// `attend(q, kᵀ, v)` (`[batch, heads, pos, d_head]`, `[batch, heads, d_head, pos]`, `[batch, heads, pos, d_head]`:
-/// the pattern times the values) over slices of the batch and the heads, at most `budget` bytes of f32 scores at a
-/// time, concatenated: the same values, since every head is computed on its own either way. Each slice's buffers are
-/// then small enough for the allocator to reuse freed memory rather than map fresh, zeroed pages (glibc maps anything
-/// of 32 MiB or more afresh): GPT-2 small at 4×1024 has 200 MB of scores per layer, and its forward pass on flex took
-/// 9.0 s whole against 7.3 s in 4 MiB slices (16 MiB slices took 10.5 s).
-fn attend_in_chunks<B: Backend>(
-    q: Tensor<B, 4>,
-    k_t: Tensor<B, 4>,
-    v: Tensor<B, 4>,
+/// How a layer turns queries and keys into attention scores: the scale, the soft cap and the local window.
+#[derive(Clone, Copy)]
+struct Scores {
+    scale: f64,
+    cap: Option<f64>,
+    window: Option<usize>,
+}
+
+impl Scores {
+    /// The masked scores of `q` (`[batch, heads, pos, d_head]`) against `kᵀ` (`[batch, heads, d_head, key]`).
+    fn of<B: Kernels>(self, q: Tensor<B, 4>, k_t: Tensor<B, 4>) -> Tensor<B, 4> {
+        B::half_ops(B::matmul(q, k_t, None), |s| {
+            B::causal_scores(s, self.scale, self.cap, self.window)
+        })
+    }
+
+    /// The pattern of masked scores (`nan_to_zero`: a fully masked row gives zeros).
+    fn pattern<B: Kernels>(scores: Tensor<B, 4>, nan_to_zero: bool) -> Tensor<B, 4> {
+        B::half_ops(scores, |s| B::pattern(s, nan_to_zero))
+    }
+
+    /// The scores (with `pattern`, the pattern) of `q` against the keys `k` (`[batch, key, kv_heads, d_head]`) as a
+    /// cache's derived activation: computed when read, in the slices the forward pass computes them in.
+    fn derived<B: Kernels>(
+        self,
+        q: &Tensor<B, 4>,
+        k: &Tensor<B, 4>,
+        heads: usize,
+        pattern: bool,
+    ) -> Derived<B> {
+        let [batch, _, pos, _] = q.dims();
+        let shape = vec![batch, heads, pos, k.dims()[1]];
+        let (q, k) = (q.clone(), k.clone());
+        Derived::new(shape, move || {
+            let inputs = [q.clone(), keys_last(k.clone(), heads)];
+            DynTensor::new(in_chunks(inputs, B::ATTENTION_CHUNK_BYTES, |[q, k_t]| {
+                let scores = self.of(q, k_t);
+                match pattern {
+                    true => Self::pattern(scores, false),
+                    false => scores,
+                }
+            }))
+        })
+    }
+}
+
+/// The keys `[batch, key, kv_heads, d_head]` as every query head sees them, keys last: `[batch, heads, d_head, key]`.
+fn keys_last<B: Backend>(k: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
+    repeat_kv(k, heads).permute([0, 2, 3, 1])
+}
+
+/// `f` of `inputs` (each `[batch, heads, ..]`; the first is the queries `[batch, heads, pos, d_head]`) over slices of
+/// the batch and the heads, with at most `budget` bytes of f32 scores at a time, concatenated: the same values, since
+/// every head is computed on its own either way, and the same slices for the same shapes, so that a cache's derived
+/// scores and pattern are the ones the forward pass used. Each slice's buffers are then small enough for the
+/// allocator to reuse freed memory rather than map fresh, zeroed pages (glibc maps anything of 32 MiB or more afresh):
+/// GPT-2 small at 4×1024 has 200 MB of scores per layer, and its forward pass on flex took 9.0 s whole against 7.3 s
+/// in 4 MiB slices (16 MiB slices took 10.5 s).
+fn in_chunks<B: Backend, const N: usize>(
+    inputs: [Tensor<B, 4>; N],
     budget: usize,
-    attend: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+    f: impl Fn([Tensor<B, 4>; N]) -> Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let [batch, heads, pos, _] = q.dims();
-    let head_bytes = pos * k_t.dims()[3] * 4;
+    let [batch, heads, pos, _] = inputs[0].dims();
+    let keys = inputs[1].dims()[3];
+    let head_bytes = pos * keys * 4;
     let heads_at_once = (budget / head_bytes).clamp(1, heads);
     let batch_at_once = match heads_at_once == heads {
         true => (budget / (heads * head_bytes)).clamp(1, batch),
         false => 1,
     };
     if (batch_at_once, heads_at_once) == (batch, heads) {
-        return attend(q, k_t, v);
+        return f(inputs);
     }
     let mut rows = Vec::with_capacity(batch.div_ceil(batch_at_once));
     for i in (0..batch).step_by(batch_at_once) {
         let mut parts = Vec::with_capacity(heads.div_ceil(heads_at_once));
         for h in (0..heads).step_by(heads_at_once) {
             let (nb, nh) = (batch_at_once.min(batch - i), heads_at_once.min(heads - h));
-            let part = |t: &Tensor<B, 4>| t.clone().narrow(0, i, nb).narrow(1, h, nh);
-            parts.push(attend(part(&q), part(&k_t), part(&v)));
+            parts.push(f(std::array::from_fn(|j| {
+                inputs[j].clone().narrow(0, i, nb).narrow(1, h, nh)
+            })));
         }
         rows.push(concat(parts, 1));
     }
@@ -225,7 +281,7 @@ mod tests {
     use burn_flex::Flex;
     use burn_tensor::{Tensor, activation::softmax};
 
-    use super::attend_in_chunks;
+    use super::in_chunks;
 
     /// Slicing the batch and the heads changes no bit: every budget, from one head at a time to all at once, gives
     /// what the whole computation gives.
@@ -241,8 +297,8 @@ mod tests {
         let q = tensor(0.1, [batch, heads, pos, d_head]);
         let k_t = tensor(0.7, [batch, heads, d_head, pos]);
         let v = tensor(1.3, [batch, heads, pos, d_head]);
-        let attend = |q: Tensor<Flex, 4>, k_t, v| softmax(q.matmul(k_t), 3).matmul(v);
-        let whole = attend(q.clone(), k_t.clone(), v.clone()).into_data();
+        let attend = |[q, k_t, v]: [Tensor<Flex, 4>; 3]| softmax(q.matmul(k_t), 3).matmul(v);
+        let whole = attend([q.clone(), k_t.clone(), v.clone()]).into_data();
         let head = pos * pos * 4;
         for budget in [
             1,
@@ -252,7 +308,7 @@ mod tests {
             2 * heads * head,
             usize::MAX,
         ] {
-            let chunked = attend_in_chunks(q.clone(), k_t.clone(), v.clone(), budget, attend);
+            let chunked = in_chunks([q.clone(), k_t.clone(), v.clone()], budget, attend);
             chunked.into_data().assert_eq(&whole, true);
         }
     }
