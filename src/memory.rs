@@ -141,16 +141,30 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// How many values a cache of `batch × positions` holds: every hook `filter` keeps. `None` on overflow.
+/// How a run holds its attention scores and patterns: whole, or as their recipe (the cache's derived entries,
+/// `ActivationCache::is_derived`), which holds nothing of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attention {
+    /// A hook other than the cache fires at the scores or the pattern (an intervention, a gradient probe): they are
+    /// kept as tensors.
+    Whole,
+    /// Only the cache wants them: it keeps their recipe.
+    Recipes,
+}
+
+/// How many values a cache of `batch × positions` holds: every hook `filter` keeps, less the attention scores and
+/// patterns kept as their recipe. `None` on overflow.
 fn cache_values(
     cfg: &HookedTransformerConfig,
     batch: usize,
     positions: usize,
     filter: &NamesFilter,
+    attention: Attention,
 ) -> Option<u64> {
     hook_points(cfg)
         .into_iter()
         .filter(|p| filter.keeps(&p.to_string()))
+        .filter(|p| attention == Attention::Whole || !p.is_attention())
         .try_fold(0u64, |sum, p| {
             sum.checked_add(p.numel(cfg, batch, positions)? as u64)
         })
@@ -163,8 +177,9 @@ pub fn cache_bytes(
     batch: usize,
     positions: usize,
     options: &RunOptions,
+    attention: Attention,
 ) -> Option<u64> {
-    cache_values(cfg, batch, positions, &options.names_filter)?
+    cache_values(cfg, batch, positions, &options.names_filter, attention)?
         .checked_mul(options.cache_dtype.map_or(4, Precision::size) as u64)
 }
 
@@ -185,7 +200,14 @@ pub fn forward_bytes(cfg: &HookedTransformerConfig, batch: usize, positions: usi
 /// One sequence run with every hook cached and nothing saved: what `lens`, `attribute`, `patterns --head` and the
 /// report hold while they analyse it. `None` on overflow.
 pub fn one_sequence_bytes(cfg: &HookedTransformerConfig, positions: usize) -> Option<u64> {
-    run_bytes(cfg, 1, positions, &RunOptions::default(), false)
+    run_bytes(
+        cfg,
+        1,
+        positions,
+        &RunOptions::default(),
+        false,
+        Attention::Recipes,
+    )
 }
 
 /// The logit lens of one sequence: a probability for every snapshot (at most two per layer and the final one),
@@ -197,17 +219,25 @@ pub fn lens_bytes(cfg: &HookedTransformerConfig, positions: usize) -> Option<u64
 }
 
 /// A run that caches what `options` keep: the forward pass's working memory plus the cache. When the cache is then
-/// written to disk (`save = true`) its values are copied once more, as f32.
+/// written to disk (`save = true`) its values are copied once more, as f32, the derived ones included.
 pub fn run_bytes(
     cfg: &HookedTransformerConfig,
     batch: usize,
     positions: usize,
     options: &RunOptions,
     save: bool,
+    attention: Attention,
 ) -> Option<u64> {
-    let cache = cache_bytes(cfg, batch, positions, options)?;
+    let cache = cache_bytes(cfg, batch, positions, options, attention)?;
     let saved = match save {
-        true => cache_values(cfg, batch, positions, &options.names_filter)?.checked_mul(4)?,
+        true => cache_values(
+            cfg,
+            batch,
+            positions,
+            &options.names_filter,
+            Attention::Whole,
+        )?
+        .checked_mul(4)?,
         false => 0,
     };
     forward_bytes(cfg, batch, positions)?
@@ -235,13 +265,50 @@ mod tests {
     }
 
     #[test]
+    fn attention_kept_as_recipes_is_left_out_of_the_cache_but_not_of_what_is_saved() {
+        let cfg = HookedTransformerConfig::new(2, 16, 64, 4, 50).unwrap();
+        let options = RunOptions::default();
+        let attention: u64 = hook_points(&cfg)
+            .into_iter()
+            .filter(HookPoint::is_attention)
+            .map(|p| 4 * p.numel(&cfg, 3, 10).unwrap() as u64)
+            .sum();
+        assert!(attention > 0);
+        let cache = |a| cache_bytes(&cfg, 3, 10, &options, a).unwrap();
+        assert_eq!(
+            cache(Attention::Whole) - cache(Attention::Recipes),
+            attention
+        );
+        let saved = |a| {
+            run_bytes(&cfg, 3, 10, &options, true, a).unwrap()
+                - run_bytes(&cfg, 3, 10, &options, false, a).unwrap()
+        };
+        assert_eq!(saved(Attention::Whole), saved(Attention::Recipes));
+    }
+
+    #[test]
     fn estimates_grow_with_the_batch_and_overflow_to_none() {
         let cfg = HookedTransformerConfig::new(2, 16, 64, 4, 50).unwrap();
-        let one = run_bytes(&cfg, 1, 10, &RunOptions::default(), false).unwrap();
-        let ten = run_bytes(&cfg, 10, 10, &RunOptions::default(), false).unwrap();
+        let one = run_bytes(&cfg, 1, 10, &RunOptions::default(), false, Attention::Whole).unwrap();
+        let ten = run_bytes(
+            &cfg,
+            10,
+            10,
+            &RunOptions::default(),
+            false,
+            Attention::Whole,
+        )
+        .unwrap();
         assert!(ten >= 9 * one && ten <= 11 * one, "{one} {ten}");
         assert_eq!(
-            run_bytes(&cfg, usize::MAX, 10, &RunOptions::default(), false),
+            run_bytes(
+                &cfg,
+                usize::MAX,
+                10,
+                &RunOptions::default(),
+                false,
+                Attention::Whole
+            ),
             None
         );
         let mut budget = MemoryBudget {

@@ -759,7 +759,7 @@ fn derived_attention_is_attention_whole<B: tlens::model::Kernels>() {
         ] {
             let (logits, derived) = model.run_with_cache(&tokens, options.clone()).unwrap();
             let (whole_logits, whole) = model
-                .run_with_hooks_and_cache(&tokens, &mut [&mut SeesAttention], options)
+                .run_with_hooks_and_cache(&tokens, &mut [&mut SeesAttention], options.clone())
                 .unwrap();
             let what = format!("{name} {}×{}", tokens.batch(), tokens.positions());
             logits
@@ -785,6 +785,16 @@ fn derived_attention_is_attention_whole<B: tlens::model::Kernels>() {
                 assert!(same, "{what}: {key} differs from the whole computation");
             }
             assert_eq!(derived_keys, 2 * model.cfg().n_layers, "{what}");
+            if !options.remove_batch_dim {
+                // The CLI's memory estimate is what the cache holds, either way.
+                let estimate = |attention| {
+                    let (b, p) = (tokens.batch(), tokens.positions());
+                    tlens::memory::cache_bytes(model.cfg(), b, p, &options, attention).unwrap()
+                };
+                use tlens::memory::Attention::{Recipes, Whole};
+                assert_eq!(derived.stored_bytes() as u64, estimate(Recipes), "{what}");
+                assert_eq!(whole.stored_bytes() as u64, estimate(Whole), "{what}");
+            }
             assert!(derived.stored_bytes() < whole.stored_bytes(), "{what}");
         }
     }

@@ -33,7 +33,7 @@ use tlens_cache_core::{CacheError, HookPoint, NamesFilter, Precision, RunOptions
 use tlens_model::{LoadedModel, TokenBatch, Tokenizer};
 
 use crate::Result;
-use crate::memory::{self, MemoryBudget};
+use crate::memory::{self, Attention, MemoryBudget};
 use dataset::{Column, INFO_FILE, Layout, STATE_FILE};
 use manifest::{
     DataFile, End, MANIFEST_FILE, Manifest, Request, Shard, ShardOf, folder_error, folder_files,
@@ -189,14 +189,19 @@ pub fn harvest<B: Kernels>(
         ..RunOptions::default()
     };
     budget.check(
-        memory::run_bytes(cfg, args.batch_size, args.context_size, &options, false).and_then(
-            |run| {
-                // The batches queued on both sides of the forward pass, and the one being written.
-                let queued =
-                    (2 * QUEUE as u64 + 1) * args.batch_size as u64 * layout.window_bytes();
-                run.checked_add(queued)
-            },
-        ),
+        memory::run_bytes(
+            cfg,
+            args.batch_size,
+            args.context_size,
+            &options,
+            false,
+            Attention::Recipes,
+        )
+        .and_then(|run| {
+            // The batches queued on both sides of the forward pass, and the one being written.
+            let queued = (2 * QUEUE as u64 + 1) * args.batch_size as u64 * layout.window_bytes();
+            run.checked_add(queued)
+        }),
         &format!(
             "harvesting batches of {} windows of {} tokens",
             args.batch_size, args.context_size

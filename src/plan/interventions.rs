@@ -73,6 +73,13 @@ fn bad(hook: &str, message: impl std::fmt::Display) -> TlensError {
 }
 
 impl HookSpec {
+    /// Whether the entry is at a layer's attention scores or pattern.
+    pub fn at_attention(&self) -> bool {
+        self.hook
+            .parse::<HookPoint>()
+            .is_ok_and(|p| p.is_attention())
+    }
+
     /// The intervention this entry asks for; a `patch` runs the model on its clean tokens first.
     pub fn build<B: Kernels>(&self, model: &HookedTransformer<B>) -> Result<Intervention<B>> {
         let point: HookPoint = self.hook.parse().map_err(|e| bad(&self.hook, e))?;

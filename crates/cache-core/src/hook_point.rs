@@ -287,6 +287,15 @@ impl HookPoint {
         }
     }
 
+    /// Whether this is a layer's attention scores or pattern (`[batch, head, query, key]`), which a cache keeps as
+    /// their recipe when no other hook wants them ([`Derived`](crate::Derived)).
+    pub fn is_attention(&self) -> bool {
+        matches!(
+            self,
+            HookPoint::Block(_, BlockHook::AttnScores | BlockHook::Pattern)
+        )
+    }
+
     /// The logical axis, counted from the end, that holds heads: `-2` for per-head vectors (`[.., H, d]`), `-3` for
     /// attention scores and patterns (`[.., H, query, key]`), `None` for hooks without a head axis.
     pub fn head_axis(&self) -> Option<isize> {
