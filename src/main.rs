@@ -18,7 +18,7 @@ use tlens::backend::{BackendName, BackendTask, run_on};
 use tlens::cache_core::atomic_file::write_atomically;
 use tlens::harvest::HarvestArgs;
 use tlens::harvest::manifest::ShardOf;
-use tlens::memory::{self, Attention, MemoryBudget};
+use tlens::memory::{self, Derivable, MemoryBudget};
 use tlens::model::Kernels;
 use tlens::model::patching::{LogitDiff, PATCHES_PER_PASS};
 use tlens::output::check_output;
@@ -558,7 +558,7 @@ impl BackendTask for RunArgs {
                 tokens.positions(),
                 &options,
                 true,
-                Attention::Recipes,
+                Derivable::Recipes,
             ),
             &format!("caching {}", describe_size(&tokens)),
             "cache fewer hooks (--hook NAME), in half precision (--cache-dtype f16), or pass fewer or shorter sequences",
@@ -712,7 +712,7 @@ impl BackendTask for PatchCmd {
                 positions,
                 &RunOptions::default(),
                 false,
-                Attention::Recipes,
+                Derivable::Recipes,
             )
             .zip(memory::forward_bytes(
                 loaded.model.cfg(),
@@ -910,7 +910,7 @@ impl BackendTask for PatternsCmd {
                     ..RunOptions::default()
                 },
                 false,
-                Attention::Recipes,
+                Derivable::Recipes,
             ),
             &format!("scoring heads on {SCORE_CHUNK} sequences of {positions} tokens at a time"),
             "pass a shorter --seq-len",

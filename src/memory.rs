@@ -5,7 +5,8 @@
 use std::fmt;
 
 use tlens_cache_core::{
-    HookPoint, HookedTransformerConfig, NamesFilter, Precision, RunOptions, hook_point::hook_points,
+    BlockHook, HookPoint, HookedTransformerConfig, MlpKind, NamesFilter, Precision, RunOptions,
+    hook_point::hook_points,
 };
 
 use crate::error::{Result, TlensError};
@@ -141,30 +142,46 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// How a run holds its attention scores and patterns: whole, or as their recipe (the cache's derived entries,
-/// `ActivationCache::is_derived`), which holds nothing of its own.
+/// How a run holds the activations a cache can keep as their recipe (`ActivationCache::is_derived`): the attention
+/// scores and patterns, and the MLP activations of a standard or gated MLP whose inputs the cache keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attention {
-    /// A hook other than the cache fires at the scores or the pattern (an intervention, a gradient probe): they are
-    /// kept as tensors.
+pub enum Derivable {
+    /// A hook other than the cache fires at them (an intervention, a gradient probe): they are kept as tensors.
     Whole,
-    /// Only the cache wants them: it keeps their recipe.
+    /// Only the cache wants them: it keeps their recipe, which holds nothing of its own.
     Recipes,
 }
 
-/// How many values a cache of `batch × positions` holds: every hook `filter` keeps, less the attention scores and
-/// patterns kept as their recipe. `None` on overflow.
+/// Whether a run that caches what `filter` keeps, with [`Derivable::Recipes`], keeps `point` as its recipe: as the
+/// model's attention and MLP decide.
+fn kept_as_recipe(cfg: &HookedTransformerConfig, filter: &NamesFilter, point: HookPoint) -> bool {
+    let keeps = |layer, hook| filter.keeps(&HookPoint::Block(layer, hook).to_string());
+    match point {
+        p if p.is_attention() => true,
+        HookPoint::Block(l, BlockHook::MlpPost) => match cfg.mlp_kind() {
+            Some(MlpKind::Standard(_)) => keeps(l, BlockHook::MlpPre),
+            Some(MlpKind::Gated(_)) => {
+                keeps(l, BlockHook::MlpPre) && keeps(l, BlockHook::MlpPreLinear)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// How many values a cache of `batch × positions` holds: every hook `filter` keeps, less those kept as their
+/// recipe. `None` on overflow.
 fn cache_values(
     cfg: &HookedTransformerConfig,
     batch: usize,
     positions: usize,
     filter: &NamesFilter,
-    attention: Attention,
+    derivable: Derivable,
 ) -> Option<u64> {
     hook_points(cfg)
         .into_iter()
         .filter(|p| filter.keeps(&p.to_string()))
-        .filter(|p| attention == Attention::Whole || !p.is_attention())
+        .filter(|&p| derivable == Derivable::Whole || !kept_as_recipe(cfg, filter, p))
         .try_fold(0u64, |sum, p| {
             sum.checked_add(p.numel(cfg, batch, positions)? as u64)
         })
@@ -177,9 +194,9 @@ pub fn cache_bytes(
     batch: usize,
     positions: usize,
     options: &RunOptions,
-    attention: Attention,
+    derivable: Derivable,
 ) -> Option<u64> {
-    cache_values(cfg, batch, positions, &options.names_filter, attention)?
+    cache_values(cfg, batch, positions, &options.names_filter, derivable)?
         .checked_mul(options.cache_dtype.map_or(4, Precision::size) as u64)
 }
 
@@ -206,7 +223,7 @@ pub fn one_sequence_bytes(cfg: &HookedTransformerConfig, positions: usize) -> Op
         positions,
         &RunOptions::default(),
         false,
-        Attention::Recipes,
+        Derivable::Recipes,
     )
 }
 
@@ -226,16 +243,16 @@ pub fn run_bytes(
     positions: usize,
     options: &RunOptions,
     save: bool,
-    attention: Attention,
+    derivable: Derivable,
 ) -> Option<u64> {
-    let cache = cache_bytes(cfg, batch, positions, options, attention)?;
+    let cache = cache_bytes(cfg, batch, positions, options, derivable)?;
     let saved = match save {
         true => cache_values(
             cfg,
             batch,
             positions,
             &options.names_filter,
-            Attention::Whole,
+            Derivable::Whole,
         )?
         .checked_mul(4)?,
         false => 0,
@@ -265,38 +282,54 @@ mod tests {
     }
 
     #[test]
-    fn attention_kept_as_recipes_is_left_out_of_the_cache_but_not_of_what_is_saved() {
-        let cfg = HookedTransformerConfig::new(2, 16, 64, 4, 50).unwrap();
-        let options = RunOptions::default();
-        let attention: u64 = hook_points(&cfg)
-            .into_iter()
-            .filter(HookPoint::is_attention)
-            .map(|p| 4 * p.numel(&cfg, 3, 10).unwrap() as u64)
-            .sum();
-        assert!(attention > 0);
-        let cache = |a| cache_bytes(&cfg, 3, 10, &options, a).unwrap();
-        assert_eq!(
-            cache(Attention::Whole) - cache(Attention::Recipes),
-            attention
-        );
-        let saved = |a| {
-            run_bytes(&cfg, 3, 10, &options, true, a).unwrap()
-                - run_bytes(&cfg, 3, 10, &options, false, a).unwrap()
+    fn recipes_are_left_out_of_the_cache_but_not_of_what_is_saved() {
+        let cfg = |more: &str| {
+            let json = format!(
+                r#"{{"n_layers": 2, "d_model": 16, "n_ctx": 64, "d_head": 4, "d_vocab": 50, {more}}}"#
+            );
+            HookedTransformerConfig::from_json(&json).unwrap()
         };
-        assert_eq!(saved(Attention::Whole), saved(Attention::Recipes));
+        let attn_only = cfg(r#""attn_only": true"#);
+        let with_mlp = cfg(r#""d_mlp": 32, "act_fn": "gelu""#);
+        for (cfg, derived) in [
+            (&attn_only, &[BlockHook::AttnScores, BlockHook::Pattern][..]),
+            (
+                &with_mlp,
+                &[
+                    BlockHook::AttnScores,
+                    BlockHook::Pattern,
+                    BlockHook::MlpPost,
+                ],
+            ),
+        ] {
+            let options = RunOptions::default();
+            let recipes: u64 = hook_points(cfg)
+                .into_iter()
+                .filter(|p| matches!(p, HookPoint::Block(_, h) if derived.contains(h)))
+                .map(|p| 4 * p.numel(cfg, 3, 10).unwrap() as u64)
+                .sum();
+            assert!(recipes > 0);
+            let cache = |d| cache_bytes(cfg, 3, 10, &options, d).unwrap();
+            assert_eq!(cache(Derivable::Whole) - cache(Derivable::Recipes), recipes);
+            let saved = |d| {
+                run_bytes(cfg, 3, 10, &options, true, d).unwrap()
+                    - run_bytes(cfg, 3, 10, &options, false, d).unwrap()
+            };
+            assert_eq!(saved(Derivable::Whole), saved(Derivable::Recipes));
+        }
     }
 
     #[test]
     fn estimates_grow_with_the_batch_and_overflow_to_none() {
         let cfg = HookedTransformerConfig::new(2, 16, 64, 4, 50).unwrap();
-        let one = run_bytes(&cfg, 1, 10, &RunOptions::default(), false, Attention::Whole).unwrap();
+        let one = run_bytes(&cfg, 1, 10, &RunOptions::default(), false, Derivable::Whole).unwrap();
         let ten = run_bytes(
             &cfg,
             10,
             10,
             &RunOptions::default(),
             false,
-            Attention::Whole,
+            Derivable::Whole,
         )
         .unwrap();
         assert!(ten >= 9 * one && ten <= 11 * one, "{one} {ten}");
@@ -307,7 +340,7 @@ mod tests {
                 10,
                 &RunOptions::default(),
                 false,
-                Attention::Whole
+                Derivable::Whole
             ),
             None
         );

@@ -710,14 +710,17 @@ fn values_of(cache: &ActivationCache<tlens::backend::Flex>, name: &str) -> Vec<f
     cache.get(name).unwrap().to_vec()
 }
 
-/// Fires at every layer's scores and pattern and changes nothing; unlike the cache it needs them as tensors, so the
-/// forward pass computes them whole.
-struct SeesAttention;
+/// Fires at every layer's attention scores, pattern and MLP activations and changes nothing; unlike the cache it
+/// needs them as tensors, so the forward pass computes them whole.
+struct SeesDerivable;
 
-impl<B: burn_tensor::backend::Backend> tlens::Hook<B> for SeesAttention {
+impl<B: burn_tensor::backend::Backend> tlens::Hook<B> for SeesDerivable {
     fn fires_at(&self, point: tlens::HookPoint) -> bool {
-        use tlens::BlockHook::{AttnScores, Pattern};
-        matches!(point, tlens::HookPoint::Block(_, AttnScores | Pattern))
+        use tlens::BlockHook::{AttnScores, MlpPost, Pattern};
+        matches!(
+            point,
+            tlens::HookPoint::Block(_, AttnScores | Pattern | MlpPost)
+        )
     }
 
     fn apply(
@@ -729,11 +732,12 @@ impl<B: burn_tensor::backend::Backend> tlens::Hook<B> for SeesAttention {
     }
 }
 
-/// The cache keeps the scores and the pattern as their recipe when only it wants them, and reading them gives, bit
-/// for bit, what a run that computes them whole gives (as every other activation and the logits are). Checked on
-/// GPT-2 and on grouped-query Llama, in one slice of heads and, at 2×600 positions, in 4 MiB slices of two heads, and
-/// with a position slice on a one-sequence cache without its batch axis.
-fn derived_attention_is_attention_whole<B: tlens::model::Kernels>() {
+/// The cache keeps the attention scores, the pattern and the MLP activations as their recipe when only it wants them,
+/// and reading them gives, bit for bit, what a run that computes them whole gives (as every other activation and the
+/// logits are). Checked on GPT-2 (a standard MLP) and on grouped-query Llama (a gated one), in one slice of heads
+/// and, at 2×600 positions, in 4 MiB slices of two heads, and with a position slice on a one-sequence cache without
+/// its batch axis.
+fn derived_activations_are_computed_whole<B: tlens::model::Kernels>() {
     let device = Default::default();
     for name in ["gpt2-tiny", "hf-llama"] {
         let loaded = load_hf::<B>(&models().join(name), Processing::default(), &device).unwrap();
@@ -759,7 +763,7 @@ fn derived_attention_is_attention_whole<B: tlens::model::Kernels>() {
         ] {
             let (logits, derived) = model.run_with_cache(&tokens, options.clone()).unwrap();
             let (whole_logits, whole) = model
-                .run_with_hooks_and_cache(&tokens, &mut [&mut SeesAttention], options.clone())
+                .run_with_hooks_and_cache(&tokens, &mut [&mut SeesDerivable], options.clone())
                 .unwrap();
             let what = format!("{name} {}×{}", tokens.batch(), tokens.positions());
             logits
@@ -771,10 +775,12 @@ fn derived_attention_is_attention_whole<B: tlens::model::Kernels>() {
             );
             let mut derived_keys = 0;
             for (key, want) in whole.items() {
-                let attention = key.ends_with("hook_attn_scores") || key.ends_with("hook_pattern");
-                assert_eq!(derived.is_derived(key), attention, "{what}: {key}");
+                let derivable = ["hook_attn_scores", "hook_pattern", "mlp.hook_post"]
+                    .iter()
+                    .any(|end| key.ends_with(end));
+                assert_eq!(derived.is_derived(key), derivable, "{what}: {key}");
                 assert!(!whole.is_derived(key), "{what}: {key}");
-                derived_keys += usize::from(attention);
+                derived_keys += usize::from(derivable);
                 let got = derived.get(key).unwrap();
                 assert_eq!(got.shape(), want.shape(), "{what}: {key}");
                 let (got, want) = (got.to_vec(), want.to_vec());
@@ -784,14 +790,14 @@ fn derived_attention_is_attention_whole<B: tlens::model::Kernels>() {
                     .all(|(g, w)| g.to_bits() == w.to_bits());
                 assert!(same, "{what}: {key} differs from the whole computation");
             }
-            assert_eq!(derived_keys, 2 * model.cfg().n_layers, "{what}");
+            assert_eq!(derived_keys, 3 * model.cfg().n_layers, "{what}");
             if !options.remove_batch_dim {
                 // The CLI's memory estimate is what the cache holds, either way.
                 let estimate = |attention| {
                     let (b, p) = (tokens.batch(), tokens.positions());
                     tlens::memory::cache_bytes(model.cfg(), b, p, &options, attention).unwrap()
                 };
-                use tlens::memory::Attention::{Recipes, Whole};
+                use tlens::memory::Derivable::{Recipes, Whole};
                 assert_eq!(derived.stored_bytes() as u64, estimate(Recipes), "{what}");
                 assert_eq!(whole.stored_bytes() as u64, estimate(Whole), "{what}");
             }
@@ -801,12 +807,12 @@ fn derived_attention_is_attention_whole<B: tlens::model::Kernels>() {
 }
 
 #[test]
-fn derived_attention_is_attention_whole_on_ndarray() {
-    derived_attention_is_attention_whole::<B>();
+fn derived_activations_are_computed_whole_on_ndarray() {
+    derived_activations_are_computed_whole::<B>();
 }
 
 #[cfg(feature = "flex")]
 #[test]
-fn derived_attention_is_attention_whole_on_flex() {
-    derived_attention_is_attention_whole::<tlens::backend::Flex>();
+fn derived_activations_are_computed_whole_on_flex() {
+    derived_activations_are_computed_whole::<tlens::backend::Flex>();
 }

@@ -33,7 +33,7 @@ use tlens_cache_core::{CacheError, HookPoint, NamesFilter, Precision, RunOptions
 use tlens_model::{LoadedModel, TokenBatch, Tokenizer};
 
 use crate::Result;
-use crate::memory::{self, Attention, MemoryBudget};
+use crate::memory::{self, Derivable, MemoryBudget};
 use dataset::{Column, INFO_FILE, Layout, STATE_FILE};
 use manifest::{
     DataFile, End, MANIFEST_FILE, Manifest, Request, Shard, ShardOf, folder_error, folder_files,
@@ -195,7 +195,7 @@ pub fn harvest<B: Kernels>(
             args.context_size,
             &options,
             false,
-            Attention::Recipes,
+            Derivable::Recipes,
         )
         .and_then(|run| {
             // The batches queued on both sides of the forward pass, and the one being written.

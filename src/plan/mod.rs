@@ -22,7 +22,7 @@ use tlens_model::{
 
 use crate::backend::BackendTask;
 use crate::error::{Result, TlensError};
-use crate::memory::{self, Attention, MemoryBudget};
+use crate::memory::{self, Derivable, MemoryBudget};
 use crate::output::check_output;
 
 pub use methods::CallOutput;
@@ -287,12 +287,13 @@ impl EvalPlan {
         let (model, tokenizer) = load_model::<B>(&plan.model, base, plan.processing(), &device)?;
         let tokens = TokenBatch::new(&plan.tokens)?;
         let options = plan.run_options(&self.plan)?;
-        // The cache keeps the attention as its recipe unless a hook of the plan, or the gradients' probes, want it.
-        let attention =
-            match plan.run.incl_bwd.is_none() && !plan.run.hooks.iter().any(|h| h.at_attention()) {
-                true => Attention::Recipes,
-                false => Attention::Whole,
-            };
+        // The cache keeps recipes unless a hook of the plan, or the gradients' probes, want the tensors.
+        let recipes =
+            plan.run.incl_bwd.is_none() && !plan.run.hooks.iter().any(|h| h.at_derivable());
+        let derivable = match recipes {
+            true => Derivable::Recipes,
+            false => Derivable::Whole,
+        };
         self.budget.check(
             memory::run_bytes(
                 model.cfg(),
@@ -300,7 +301,7 @@ impl EvalPlan {
                 tokens.positions(),
                 &options,
                 true,
-                attention,
+                derivable,
             ),
             &format!(
                 "the plan's run of {} sequences of {} tokens",
