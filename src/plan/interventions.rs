@@ -73,13 +73,11 @@ fn bad(hook: &str, message: impl std::fmt::Display) -> TlensError {
 }
 
 impl HookSpec {
-    /// Whether the entry is at an activation a cache could otherwise keep as its recipe (a layer's attention scores
-    /// or pattern, or its MLP's `hook_post`).
+    /// Whether the entry is at an activation a cache could otherwise keep as its recipe.
     pub fn at_derivable(&self) -> bool {
-        self.hook.parse::<HookPoint>().is_ok_and(|p| {
-            p.is_attention()
-                || matches!(p, HookPoint::Block(_, tlens_cache_core::BlockHook::MlpPost))
-        })
+        self.hook
+            .parse::<HookPoint>()
+            .is_ok_and(|p| p.may_be_derived())
     }
 
     /// The intervention this entry asks for; a `patch` runs the model on its clean tokens first.

@@ -296,6 +296,12 @@ impl HookPoint {
         )
     }
 
+    /// Whether a cache may keep this activation as its recipe ([`Derived`](crate::Derived)): a layer's attention
+    /// scores and pattern, and its MLP's `hook_post` (when the cache holds the MLP's inputs).
+    pub fn may_be_derived(&self) -> bool {
+        self.is_attention() || matches!(self, HookPoint::Block(_, BlockHook::MlpPost))
+    }
+
     /// The logical axis, counted from the end, that holds heads: `-2` for per-head vectors (`[.., H, d]`), `-3` for
     /// attention scores and patterns (`[.., H, query, key]`), `None` for hooks without a head axis.
     pub fn head_axis(&self) -> Option<isize> {
