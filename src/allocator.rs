@@ -11,9 +11,12 @@
 //! and 0.1 s writing the same pages again. Five GPT-2-small forward passes at 8×128 take 1.10 million page faults
 //! with the system allocator and 0.34 million with this one, most of them the weights' and the first pass's.
 //!
-//! The cost is memory: up to the limit given to [`ReusingAllocator::new`] stays mapped after the tensors are dropped.
-//! The `tlens` binaries install it with a limit of [`DEFAULT_LIMIT`]; a library user opts in with
-//! `#[global_allocator]`.
+//! The cost is memory, bounded by what the process itself once used: a freed block stays mapped until a block that
+//! no kept one fits is asked for, which first releases the oldest kept blocks. What the allocator maps is then never
+//! more than the slack given to [`ReusingAllocator::new`] above the most the process had in use at once. A cache is
+//! the case this is for: a whole cache (3.1 GB for GPT-2 small at 4×1024) is dropped after each pass and asked for
+//! again, block for block, by the next. The `tlens` binaries install it with a slack of [`DEFAULT_SLACK`]; a library
+//! user opts in with `#[global_allocator]`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
@@ -24,9 +27,10 @@ use std::sync::{Mutex, MutexGuard};
 /// 32 MiB (glibc's largest `mmap` threshold), five forward passes as above still took 0.75 million page faults.
 pub const LARGE_BLOCK: usize = 1 << 20;
 
-/// The limit the `tlens` binaries keep: 1 GiB, more than the largest block of the bench's shapes (the GPT-2 logits
-/// at 4×1024, 823 MB) and a small part of the memory those shapes need.
-pub const DEFAULT_LIMIT: usize = 1 << 30;
+/// The slack the `tlens` binaries allow: 1 GiB, more than the largest block of the bench's shapes (the GPT-2 logits
+/// at 4×1024, 823 MB), so that a pass's own passing blocks are never released between its layers, and a small part
+/// of the memory those shapes need.
+pub const DEFAULT_SLACK: usize = 1 << 30;
 
 /// Fresh blocks of this size or more, asked for without zeroing, are faulted in by a thread per core before they are
 /// handed out: burn-flex writes most new tensors first on one thread (its copies and element-wise ops, and the copy of
@@ -39,19 +43,21 @@ pub const PREFAULT_BLOCK: usize = 4 << 20;
 const PAGE: usize = 4096;
 
 /// How many freed blocks are kept at most (the bookkeeping is a fixed table: an allocator cannot allocate for itself).
-/// A GPT-2-small layer frees a dozen blocks of a few sizes; the table is searched only for blocks of a megabyte or
-/// more, each written at some cost anyway.
-const SLOTS: usize = 256;
+/// A dropped cache frees a dozen or so blocks a layer (under 200 for GPT-2 small, some 400 for a 32-layer model), and a
+/// full table releases its oldest block; the table is searched only for blocks of a megabyte or more, each written at
+/// some cost anyway.
+const SLOTS: usize = 1024;
 
-/// A global allocator that keeps freed blocks of [`LARGE_BLOCK`] bytes or more, up to `limit` bytes in all, and hands
-/// one back when a block of the same size and alignment is asked for. Everything else goes to [`System`]. When a new
-/// block would take the kept bytes past the limit, the oldest kept blocks are released first.
+/// A global allocator that keeps freed blocks of [`LARGE_BLOCK`] bytes or more and hands one back when a block of the
+/// same size and alignment is asked for. Everything else goes to [`System`]. A large block that no kept one fits
+/// first releases the oldest kept blocks, down to `slack` bytes kept or to the new block's size less than what was
+/// kept: blocks in use and kept then never pass the most ever in use by more than `slack`.
 ///
 /// ```
-/// use tlens::allocator::{ReusingAllocator, DEFAULT_LIMIT};
+/// use tlens::allocator::{ReusingAllocator, DEFAULT_SLACK};
 ///
 /// #[global_allocator]
-/// static ALLOCATOR: ReusingAllocator = ReusingAllocator::new(DEFAULT_LIMIT);
+/// static ALLOCATOR: ReusingAllocator = ReusingAllocator::new(DEFAULT_SLACK);
 ///
 /// let first = vec![1.0_f32; 16 << 20]; // 64 MiB
 /// let address = first.as_ptr() as usize;
@@ -61,7 +67,7 @@ const SLOTS: usize = 256;
 /// assert!(second.iter().all(|&x| x == 0.0)); // and zeroed again where zeros were asked for
 /// ```
 pub struct ReusingAllocator {
-    limit: usize,
+    slack: usize,
     kept: Mutex<Kept>,
 }
 
@@ -84,10 +90,11 @@ struct Block {
 }
 
 impl ReusingAllocator {
-    /// An allocator that keeps at most `limit` bytes of freed large blocks (0 keeps none: [`System`] alone).
-    pub const fn new(limit: usize) -> Self {
+    /// An allocator that maps at most `slack` bytes more than the most ever in use at once (with 0, never more than
+    /// that most).
+    pub const fn new(slack: usize) -> Self {
         Self {
-            limit,
+            slack,
             kept: Mutex::new(Kept {
                 slots: [None; SLOTS],
                 bytes: 0,
@@ -108,59 +115,63 @@ impl ReusingAllocator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A kept block of exactly `layout`, taken out of the table.
+    /// A kept block of exactly `layout`, taken out of the table; where there is none, the oldest kept blocks are
+    /// released, down to the slack or to `layout`'s size less than what is kept, before the caller maps a fresh one.
     fn take(&self, layout: Layout) -> Option<*mut u8> {
         let mut kept = self.lock();
         let slot = kept.slots.iter_mut().find(|slot| {
             slot.is_some_and(|b| b.size == layout.size() && b.align == layout.align())
-        })?;
-        let block = slot.take()?;
-        kept.bytes -= block.size;
-        Some(block.addr as *mut u8)
+        });
+        if let Some(block) = slot.and_then(Option::take) {
+            kept.bytes -= block.size;
+            return Some(block.addr as *mut u8);
+        }
+        let target = kept.bytes.saturating_sub(layout.size()).max(self.slack);
+        while kept.bytes > target {
+            kept.release_oldest();
+        }
+        None
     }
 
-    /// Keeps a freed block, releasing the oldest kept ones as needed to stay within the limit; returns `false`
-    /// (keeping nothing) when the block alone is over the limit.
+    /// Keeps a freed block, releasing the oldest kept one first when the table is full.
     ///
     /// # Safety
     /// `ptr` was allocated by [`System`] with `layout` and is no longer used.
-    unsafe fn keep(&self, ptr: *mut u8, layout: Layout) -> bool {
-        if layout.size() > self.limit {
-            return false;
-        }
+    unsafe fn keep(&self, ptr: *mut u8, layout: Layout) {
         let mut kept = self.lock();
-        loop {
-            let free_slot = kept.slots.iter().position(Option::is_none);
-            if let Some(i) = free_slot
-                && kept.bytes + layout.size() <= self.limit
-            {
-                let stamp = kept.next_stamp;
-                kept.next_stamp += 1;
-                kept.bytes += layout.size();
-                kept.slots[i] = Some(Block {
-                    addr: ptr as usize,
-                    size: layout.size(),
-                    align: layout.align(),
-                    stamp,
-                });
-                return true;
-            }
-            let oldest = kept
-                .slots
-                .iter_mut()
-                .filter(|slot| slot.is_some())
-                .min_by_key(|slot| slot.map(|b| b.stamp))
-                .and_then(Option::take)
-                .expect("a full table or a limit reached holds a block");
-            kept.bytes -= oldest.size;
-            // SAFETY: kept blocks were allocated by `System` with this size and alignment, and nobody uses them.
-            unsafe {
-                System.dealloc(
-                    oldest.addr as *mut u8,
-                    Layout::from_size_align_unchecked(oldest.size, oldest.align),
-                )
-            };
-        }
+        let i = match kept.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => kept.release_oldest(),
+        };
+        let stamp = kept.next_stamp;
+        kept.next_stamp += 1;
+        kept.bytes += layout.size();
+        kept.slots[i] = Some(Block {
+            addr: ptr as usize,
+            size: layout.size(),
+            align: layout.align(),
+            stamp,
+        });
+    }
+}
+
+impl Kept {
+    /// Gives the oldest kept block back to [`System`]; returns its slot, now free. Called only while a block is kept.
+    fn release_oldest(&mut self) -> usize {
+        let i = (0..SLOTS)
+            .filter(|&i| self.slots[i].is_some())
+            .min_by_key(|&i| self.slots[i].map(|b| b.stamp))
+            .expect("a block is kept");
+        let oldest = self.slots[i].take().expect("the slot holds a block");
+        self.bytes -= oldest.size;
+        // SAFETY: kept blocks were allocated by `System` with this size and alignment, and nobody uses them.
+        unsafe {
+            System.dealloc(
+                oldest.addr as *mut u8,
+                Layout::from_size_align_unchecked(oldest.size, oldest.align),
+            )
+        };
+        i
     }
 }
 
@@ -241,8 +252,12 @@ unsafe impl GlobalAlloc for ReusingAllocator {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller gives back a block of `layout` that this allocator, and so `System`, handed out.
-        if !(is_large(layout) && unsafe { self.keep(ptr, layout) }) {
-            unsafe { System.dealloc(ptr, layout) }
+        unsafe {
+            if is_large(layout) {
+                self.keep(ptr, layout)
+            } else {
+                System.dealloc(ptr, layout)
+            }
         }
     }
 
@@ -301,11 +316,11 @@ mod tests {
         }
     }
 
-    /// The oldest kept block is released when a new one would pass the limit, and a block over the limit is not
-    /// kept at all.
+    /// A block that no kept one fits releases the oldest kept blocks first, down to the slack or to its own size less
+    /// than what was kept, so that what is mapped grows only with what is in use; the blocks left are handed out.
     #[test]
-    fn the_limit_releases_the_oldest_block() {
-        let a = ReusingAllocator::new(3 * LARGE_BLOCK);
+    fn a_block_no_kept_one_fits_releases_the_oldest() {
+        let a = ReusingAllocator::new(2 * LARGE_BLOCK);
         let (l1, l2, l3) = (
             layout(LARGE_BLOCK),
             layout(LARGE_BLOCK + 64),
@@ -315,18 +330,36 @@ mod tests {
             let (p1, p2, p3) = (a.alloc(l1), a.alloc(l2), a.alloc(l3));
             a.dealloc(p1, l1);
             a.dealloc(p2, l2);
-            assert_eq!(a.kept_bytes(), l1.size() + l2.size());
-            a.dealloc(p3, l3); // all three pass the limit: p1, the oldest, is released
-            assert_eq!(a.kept_bytes(), l2.size() + l3.size());
-            let big = layout(4 * LARGE_BLOCK);
-            let p4 = a.alloc(big);
-            a.dealloc(p4, big);
-            assert_eq!(a.kept_bytes(), l2.size() + l3.size());
-            assert_eq!(a.alloc(l2), p2);
-            assert_eq!(a.alloc(l3), p3);
-            assert_eq!(a.kept_bytes(), 0);
-            a.dealloc(p2, l2);
             a.dealloc(p3, l3);
+            let all = l1.size() + l2.size() + l3.size();
+            assert_eq!(a.kept_bytes(), all); // past the slack: freed blocks are kept whatever their sum
+            // Its size less than what is kept is under the slack: the oldest go until the slack is reached.
+            let big = layout(2 * LARGE_BLOCK);
+            let p4 = a.alloc(big);
+            assert_eq!(a.kept_bytes(), l3.size());
+            a.dealloc(p4, big);
+            assert_eq!(a.kept_bytes(), l3.size() + big.size());
+            assert_eq!(a.alloc(l3), p3);
+            // Within the slack, a miss releases nothing.
+            let p5 = a.alloc(l1);
+            assert_eq!(a.kept_bytes(), big.size());
+            a.dealloc(p3, l3);
+            a.dealloc(p5, l1);
+            // Far past the slack, a miss releases what covers its own size and no more: the oldest block goes, the
+            // other two stay.
+            let a = ReusingAllocator::new(0);
+            let sizes = [2 * LARGE_BLOCK, 2 * LARGE_BLOCK + 64, 2 * LARGE_BLOCK + 128].map(layout);
+            let blocks = sizes.map(|l| (a.alloc(l), l));
+            for &(p, l) in &blocks {
+                a.dealloc(p, l);
+            }
+            let p6 = a.alloc(l1);
+            assert_eq!(a.kept_bytes(), sizes[1].size() + sizes[2].size());
+            assert_eq!(a.alloc(sizes[1]), blocks[1].0);
+            assert_eq!(a.alloc(sizes[2]), blocks[2].0);
+            a.dealloc(p6, l1);
+            a.dealloc(blocks[1].0, sizes[1]);
+            a.dealloc(blocks[2].0, sizes[2]);
         }
     }
 

@@ -1109,11 +1109,12 @@ impl BackendTask for HarvestCmd {
     }
 }
 
-/// Freed activations of 1 MiB or more are kept (up to 1 GiB) for the next tensor of their size: a command's layers
-/// and passes repeat their shapes, and fresh pages cost more than the arithmetic on them (see [`tlens::allocator`]).
+/// Freed activations of 1 MiB or more are kept for the next tensor of their size, within 1 GiB of the most ever in
+/// use: a command's layers and passes repeat their shapes, and fresh pages cost more than the arithmetic on them (see
+/// [`tlens::allocator`]).
 #[global_allocator]
 static ALLOCATOR: tlens::allocator::ReusingAllocator =
-    tlens::allocator::ReusingAllocator::new(tlens::allocator::DEFAULT_LIMIT);
+    tlens::allocator::ReusingAllocator::new(tlens::allocator::DEFAULT_SLACK);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -4,13 +4,13 @@
 
 use std::process::ExitCode;
 
-use tlens::allocator::{DEFAULT_LIMIT, ReusingAllocator};
+use tlens::allocator::{DEFAULT_SLACK, ReusingAllocator};
 use tlens::backend::run_on;
 use tlens::bench::{BenchCase, BenchModel};
 
 /// As the `tlens` binary: freed large blocks are reused, so a case's later repetitions find their memory mapped.
 #[global_allocator]
-static ALLOCATOR: ReusingAllocator = ReusingAllocator::new(DEFAULT_LIMIT);
+static ALLOCATOR: ReusingAllocator = ReusingAllocator::new(DEFAULT_SLACK);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
